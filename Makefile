@@ -1,0 +1,36 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Everything they need is installed from here.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv system-deps demo test sanity lint pytest unit clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r tests/requirements.txt
+	touch $(STAMP)
+
+# Debian packages the guest tests need (debootstrap, iproute2, ...); CI runs as root on Debian.
+system-deps:
+	bash tests/install-system-packages.sh
+
+demo: venv
+	$(PY) tests/demo.py
+
+sanity: venv
+	bash tests/sanity.sh
+
+lint: venv
+	cd .build/collections/ansible_collections/azure_vm/extensions 2>/dev/null || $(PY) -c 'import sys; sys.path.insert(0, "tests"); import conftest; conftest.collections_path()'
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections $(VENV)/bin/ansible-lint --offline roles playbooks
+
+pytest: venv system-deps
+	$(PY) -m pytest tests
+
+test: venv system-deps sanity lint pytest
+
+clean:
+	rm -rf .build .pytest_cache

@@ -1,0 +1,302 @@
+# -*- coding: utf-8 -*-
+# Copyright: azure_vm.extensions contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What an extension is, whether it matches what was asked for, and what its handler reports.
+
+Shared by the VM and scale-set modules. Works on ARM's REST shape (camelCase dicts, as the SDK models'
+``as_dict()`` returns them), so it needs no SDK import and is unit-testable on its own.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+
+# Tag on the extension resource that carries the protected-settings fingerprint (ARM never returns the secrets).
+FINGERPRINT_TAG = "azure_vm.extensions.protected_settings"
+FINGERPRINT_SCHEME = "pbkdf2-sha256"
+# Deliberately slow: about 0.1 s per guess on one core, so a leaked tag cannot be brute-forced cheaply.
+FINGERPRINT_ITERATIONS = 200000
+
+# Handlers that legitimately run long get 90 minutes (seeds 000/002/004); everything else 20.
+LONG_RUNNING_HANDLERS = ("customscript", "customscriptextension", "chef", "chefclient", "linuxchefclient", "dsc",
+                         "dscforlinux")
+LONG_TIMEOUT = 90 * 60
+DEFAULT_TIMEOUT = 20 * 60
+
+# What diffs and results show instead of a protected value.
+MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+TERMINAL_STATES = ("succeeded", "failed", "canceled")
+
+# (module option, ARM property) pairs compared in place; publisher/type are identity, handled separately.
+COMPARED_PROPERTIES = (
+    ("type_handler_version", "typeHandlerVersion"),
+    ("auto_upgrade_minor_version", "autoUpgradeMinorVersion"),
+    ("enable_automatic_upgrade", "enableAutomaticUpgrade"),
+    ("suppress_failures", "suppressFailures"),
+    ("force_update_tag", "forceUpdateTag"),
+    ("provision_after_extensions", "provisionAfterExtensions"),
+)
+
+
+def default_timeout(extension_type):
+    """Seconds to wait for a handler of this type."""
+    return LONG_TIMEOUT if (extension_type or "").lower() in LONG_RUNNING_HANDLERS else DEFAULT_TIMEOUT
+
+
+# ---- values ------------------------------------------------------------------------------------------------------
+def normalize_value(value):
+    """Compare settings the way a user means them: "1" == 1, "true" == True, key order never matters.
+
+    Jinja templating turns numbers and booleans into strings; ARM returns JSON types. Both sides go through
+    this before comparison.
+    """
+    if isinstance(value, dict):
+        return dict((str(key), normalize_value(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return [normalize_value(item) for item in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        try:
+            return float(lowered)
+        except ValueError:
+            return value
+    return value
+
+
+def same_settings(desired, actual):
+    return normalize_value(desired or {}) == normalize_value(actual or {})
+
+
+def version_tuple(version):
+    """'2.1.10' -> (2, 1, 10); non-numeric parts sort after numbers. Trailing zeros do not count."""
+    parts = []
+    for piece in str(version or "").split("."):
+        parts.append((0, int(piece), "") if piece.isdigit() else (1, 0, piece))
+    while parts and parts[-1] == (0, 0, ""):
+        parts.pop()
+    return tuple(parts)
+
+
+def latest_version(versions, prefix=None):
+    """The highest version by numeric order (ARM lists them as strings: '2.1.10' < '2.1.6' there)."""
+    candidates = [v for v in versions if not prefix or v == prefix or v.startswith(prefix.rstrip(".") + ".")]
+    return max(candidates, key=version_tuple) if candidates else None
+
+
+def handler_version(version):
+    """Major.minor: what typeHandlerVersion means when autoUpgradeMinorVersion lets Azure pick the patch."""
+    return ".".join(str(version).split(".")[:2])
+
+
+# ---- protected settings fingerprint ------------------------------------------------------------------------------
+def _canonical(protected_settings):
+    return json.dumps(normalize_value(protected_settings), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def fingerprint(protected_settings, salt=None, iterations=FINGERPRINT_ITERATIONS):
+    """A salted PBKDF2 of the protected settings, safe to store in a tag: 'pbkdf2-sha256$iterations$salt$hash'."""
+    salt = salt if salt is not None else os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", _canonical(protected_settings), salt, iterations)
+    return "%s$%d$%s$%s" % (FINGERPRINT_SCHEME, iterations, base64.b64encode(salt).decode("ascii"),
+                            base64.b64encode(digest).decode("ascii"))
+
+
+def fingerprint_matches(protected_settings, stored):
+    """True when the stored tag was made from these protected settings."""
+    try:
+        scheme, iterations, salt, _digest = stored.split("$")
+        if scheme != FINGERPRINT_SCHEME:
+            return False
+        expected = fingerprint(protected_settings, base64.b64decode(salt), int(iterations))
+    except (AttributeError, ValueError, TypeError):
+        return False
+    return hmac.compare_digest(expected, stored)
+
+
+def mask_secrets(value):
+    """Every leaf replaced by a mask, keys kept: what diff and output show of protected settings."""
+    if isinstance(value, dict):
+        return dict((key, mask_secrets(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return [mask_secrets(item) for item in value]
+    return MASK
+
+
+# ---- comparison --------------------------------------------------------------------------------------------------
+def identity_conflicts(desired, current):
+    """Publisher/type cannot change in place; Azure normalizes their casing, so casing alone is no change."""
+    props = current.get("properties") or {}
+    problems = []
+    for option, prop in (("publisher", "publisher"), ("type", "type")):
+        wanted = desired.get(option)
+        actual = props.get(prop)
+        if wanted and actual and wanted.lower() != actual.lower():
+            problems.append("%s %r -> %r" % (option, actual, wanted))
+    return problems
+
+
+def changed_properties(desired, current, use_fingerprint=True):
+    """Names of the module options whose desired value differs from the extension ARM returned.
+
+    ``desired`` holds module options (None = not managed). ``current`` is the REST-shaped extension.
+    """
+    props = current.get("properties") or {}
+    changed = []
+    for option, prop in COMPARED_PROPERTIES:
+        wanted = desired.get(option)
+        if wanted is None:
+            continue
+        actual = props.get(prop)
+        if option == "type_handler_version":
+            if version_tuple(wanted) != version_tuple(actual):
+                changed.append(option)
+        elif option == "provision_after_extensions":
+            if sorted(wanted) != sorted(actual or []):
+                changed.append(option)
+        elif wanted != actual and not (actual is None and wanted is False):
+            changed.append(option)
+    if desired.get("settings") is not None and not same_settings(desired["settings"], props.get("settings")):
+        changed.append("settings")
+    kv_wanted = desired.get("protected_settings_from_key_vault")
+    if kv_wanted is not None and normalize_value(kv_wanted) != normalize_value(props.get("protectedSettingsFromKeyVault")):
+        changed.append("protected_settings_from_key_vault")
+    tags = dict(current.get("tags") or {})
+    stored_fingerprint = tags.pop(FINGERPRINT_TAG, None)
+    if desired.get("tags") is not None and desired["tags"] != tags:
+        changed.append("tags")
+    if desired.get("protected_settings") is not None and use_fingerprint:
+        if not stored_fingerprint or not fingerprint_matches(desired["protected_settings"], stored_fingerprint):
+            changed.append("protected_settings")
+    return changed
+
+
+def build_body(desired, location, current=None, use_fingerprint=True):
+    """The REST body of a PUT: the desired options over the current definition (so unmanaged fields survive)."""
+    props = dict((current or {}).get("properties") or {})
+    for read_only in ("provisioningState", "instanceView"):
+        props.pop(read_only, None)
+    props["publisher"] = desired.get("publisher") or props.get("publisher")
+    props["type"] = desired.get("type") or props.get("type")
+    for option, prop in COMPARED_PROPERTIES:
+        if desired.get(option) is not None:
+            props[prop] = desired[option]
+    if desired.get("settings") is not None:
+        props["settings"] = desired["settings"]
+    if desired.get("protected_settings_from_key_vault") is not None:
+        props["protectedSettingsFromKeyVault"] = desired["protected_settings_from_key_vault"]
+    if desired.get("protected_settings") is not None:
+        props["protectedSettings"] = desired["protected_settings"]
+    tags = dict((current or {}).get("tags") or {})
+    if desired.get("tags") is not None:
+        tags = dict(desired["tags"], **dict((k, v) for k, v in tags.items() if k == FINGERPRINT_TAG))
+    if desired.get("protected_settings") is not None and use_fingerprint:
+        stored = tags.get(FINGERPRINT_TAG)
+        if not (stored and fingerprint_matches(desired["protected_settings"], stored)):
+            tags[FINGERPRINT_TAG] = fingerprint(desired["protected_settings"])
+    elif not use_fingerprint:
+        tags.pop(FINGERPRINT_TAG, None)
+    body = {"location": location, "properties": props}
+    if tags:
+        body["tags"] = tags
+    return body
+
+
+# ---- results and status ------------------------------------------------------------------------------------------
+def extension_result(ext):
+    """The documented, snake_case view of an extension (never protected settings)."""
+    props = ext.get("properties") or {}
+    result = {
+        "id": ext.get("id"),
+        "name": ext.get("name"),
+        "location": ext.get("location"),
+        "publisher": props.get("publisher"),
+        "type": props.get("type"),
+        "type_handler_version": props.get("typeHandlerVersion"),
+        "settings": props.get("settings"),
+        "auto_upgrade_minor_version": props.get("autoUpgradeMinorVersion"),
+        "enable_automatic_upgrade": props.get("enableAutomaticUpgrade"),
+        "suppress_failures": props.get("suppressFailures"),
+        "force_update_tag": props.get("forceUpdateTag"),
+        "provision_after_extensions": props.get("provisionAfterExtensions"),
+        "protected_settings_from_key_vault": props.get("protectedSettingsFromKeyVault"),
+        "provisioning_state": props.get("provisioningState"),
+        "tags": ext.get("tags") or {},
+    }
+    if "instanceView" in props:
+        result["instance_view"] = instance_view_result(props.get("instanceView"))
+    return result
+
+
+def _status_list(statuses):
+    return [{"code": status.get("code"), "level": status.get("level"), "display_status": status.get("displayStatus"),
+             "message": status.get("message"), "time": status.get("time")}
+            for status in statuses or []]
+
+
+def instance_view_result(view):
+    """Statuses, substatuses and a one-word state from an extension's instance view."""
+    view = view or {}
+    statuses = _status_list(view.get("statuses"))
+    substatuses = _status_list(view.get("substatuses"))
+    return {
+        "name": view.get("name"),
+        "type": view.get("type"),
+        "type_handler_version": view.get("typeHandlerVersion"),
+        "state": handler_state(statuses),
+        "statuses": statuses,
+        "substatuses": substatuses,
+    }
+
+
+def handler_state(statuses):
+    """'succeeded', 'failed', 'transitioning' or 'unknown', from the ProvisioningState/... status code."""
+    for status in statuses or []:
+        code = (status.get("code") or "").lower()
+        if code.startswith("provisioningstate/"):
+            state = code.split("/")[1]
+            if state in TERMINAL_STATES:
+                return state
+            return "transitioning"
+    return "unknown"
+
+
+def status_messages(view):
+    """The handler's own words: status and substatus messages (a CustomScript's stdout/stderr), one text."""
+    lines = []
+    view = view or {}
+    for status in (view.get("statuses") or []) + (view.get("substatuses") or []):
+        if status.get("message"):
+            lines.append("[%s] %s" % (status.get("code"), status["message"].strip()))
+    return "\n".join(lines)
+
+
+def vm_agent_result(vm_instance_view):
+    """The VM agent's version and readiness from a VM instance view (REST shape)."""
+    agent = (vm_instance_view or {}).get("vmAgent") or {}
+    statuses = agent.get("statuses") or []
+    first = statuses[0] if statuses else {}
+    ready = (first.get("displayStatus") or "").lower() == "ready"
+    return {
+        "version": agent.get("vmAgentVersion"),
+        "status": first.get("displayStatus") or "Unknown",
+        "message": first.get("message"),
+        "ready": ready,
+    }
+
+
+def extension_views_by_name(vm_instance_view):
+    """Map extension name -> its instance view, from a VM instance view."""
+    return dict((view.get("name"), view) for view in (vm_instance_view or {}).get("extensions") or [])

@@ -1,0 +1,252 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: azure_vm.extensions contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: vm_extension_info
+short_description: Read the extensions of an Azure VM with their real handler status
+version_added: 0.1.0
+description:
+  - Returns one extension or every extension of a virtual machine, each with its definition and its instance
+    view (the handler's statuses and substatuses, for example a CustomScript's stdout and stderr), and the
+    VM agent's version and readiness.
+  - With O(wait=true) it waits until the extensions have reached a terminal state (succeeded or failed), which
+    is the second half of the fleet pattern "submit every change with C(wait=false), then wait".
+author:
+  - azure_vm.extensions contributors
+options:
+  resource_group:
+    description: Resource group of the virtual machine.
+    type: str
+    required: true
+  vm_name:
+    description: Name of the virtual machine.
+    type: str
+    required: true
+  name:
+    description:
+      - Name of one extension. Without it, every extension of the VM is returned.
+      - A missing extension returns an empty list, not an error.
+    type: str
+  query:
+    description:
+      - A JMESPath expression applied to the result (as C(az ... --query) does); its value is returned as
+        RV(query_result). It sees C(extensions) and C(vm_agent).
+    type: str
+  wait:
+    description:
+      - Wait until the returned extensions are no longer transitioning.
+      - The task fails if one of them ended in a failed state, with the handler's messages.
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Seconds to wait with O(wait=true). Defaults to 90 minutes when a CustomScript, Chef or DSC handler is
+        among the extensions and 20 minutes otherwise, as Azure's own handler timeouts.
+    type: int
+extends_documentation_fragment:
+  - azure_vm.extensions.azure
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Read-only.
+"""
+
+EXAMPLES = r"""
+- name: All extensions of a VM, with their handler status
+  azure_vm.extensions.vm_extension_info:
+    resource_group: rg-demo
+    vm_name: vm-web-01
+  register: exts
+
+- name: Only the names of extensions whose handler failed
+  azure_vm.extensions.vm_extension_info:
+    resource_group: rg-demo
+    vm_name: vm-web-01
+    query: "extensions[?instance_view.state=='failed'].name"
+  register: failed
+
+- name: Fleet pattern, step 2 - wait for what was submitted with wait=false
+  azure_vm.extensions.vm_extension_info:
+    resource_group: rg-demo
+    vm_name: "{{ inventory_hostname }}"
+    name: customScript
+    wait: true
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+extensions:
+  description: The extensions, each with its instance view.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: ARM resource id.
+      type: str
+      sample: /subscriptions/xxx/resourceGroups/rg-demo/providers/Microsoft.Compute/virtualMachines/vm-web-01/extensions/customScript
+    name:
+      description: Extension name.
+      type: str
+    publisher:
+      description: Extension publisher.
+      type: str
+      sample: Microsoft.Azure.Extensions
+    type:
+      description: Extension type.
+      type: str
+      sample: CustomScript
+    type_handler_version:
+      description: Handler version.
+      type: str
+      sample: "2.1"
+    settings:
+      description: Public settings.
+      type: dict
+    auto_upgrade_minor_version:
+      description: Whether Azure may pick newer minor versions at deployment.
+      type: bool
+    enable_automatic_upgrade:
+      description: Whether the platform upgrades the extension automatically.
+      type: bool
+    suppress_failures:
+      description: Whether handler failures are suppressed.
+      type: bool
+    provisioning_state:
+      description: ARM provisioning state.
+      type: str
+      sample: Succeeded
+    tags:
+      description: Tags of the extension resource.
+      type: dict
+    instance_view:
+      description: What the handler on the VM reports.
+      type: dict
+      contains:
+        state:
+          description: V(succeeded), V(failed), V(transitioning) or V(unknown), from the ProvisioningState status.
+          type: str
+        statuses:
+          description: Statuses (code, level, display_status, message, time).
+          type: list
+          elements: dict
+        substatuses:
+          description: Substatuses, such as a Windows CustomScript's StdOut and StdErr.
+          type: list
+          elements: dict
+vm_agent:
+  description: The VM agent (waagent on Linux) as the VM's instance view reports it.
+  returned: always
+  type: dict
+  contains:
+    version:
+      description: Agent version.
+      type: str
+      sample: 2.9.1.1
+    status:
+      description: Display status, V(Ready) when healthy.
+      type: str
+    message:
+      description: The agent status message.
+      type: str
+    ready:
+      description: Whether the agent reports Ready.
+      type: bool
+query_result:
+  description: The value of O(query) over the result.
+  returned: when O(query) is given
+  type: raw
+"""
+
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    AzureModule,
+    HttpResponseError,
+    poll_until,
+    resource_id,
+)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    default_timeout,
+    extension_result,
+    status_messages,
+    vm_agent_result,
+)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
+
+
+def read_extensions(azure, resource_group, vm_name, name):
+    compute = azure.connection.compute
+    target = resource_id(azure.connection.subscription_id, resource_group, "virtualMachines", vm_name)
+    try:
+        if name:
+            try:
+                found = [compute.virtual_machine_extensions.get(resource_group, vm_name, name, expand="instanceView")]
+            except HttpResponseError as exc:
+                if exc.status_code != 404:
+                    raise
+                compute.virtual_machines.get(resource_group, vm_name)  # a missing VM is an error, a missing extension is not
+                found = []
+        else:
+            found = compute.virtual_machine_extensions.list(resource_group, vm_name, expand="instanceView")
+            found = getattr(found, "value", found) or []
+    except HttpResponseError as exc:
+        azure.fail_azure(exc, "reading extensions of", target)
+    return [extension_result(ext.as_dict()) for ext in found]
+
+
+def main():
+    azure = AzureModule(
+        argument_spec=dict(
+            resource_group=dict(type="str", required=True),
+            vm_name=dict(type="str", required=True),
+            name=dict(type="str"),
+            query=dict(type="str"),
+            wait=dict(type="bool", default=False),
+            timeout=dict(type="int"),
+        ),
+        supports_check_mode=True,
+    )
+    params = azure.params
+    group, vm_name, name = params["resource_group"], params["vm_name"], params["name"]
+
+    def fetch():
+        return read_extensions(azure, group, vm_name, name)
+
+    def settled(extensions):
+        return all(ext["instance_view"]["state"] != "transitioning" and
+                   (ext["provisioning_state"] or "").lower() in ("succeeded", "failed", "canceled")
+                   for ext in extensions)
+
+    extensions = fetch()
+    if params["wait"] and not settled(extensions):
+        timeout = params["timeout"] or max(default_timeout(ext["type"]) for ext in extensions)
+        extensions, in_time = poll_until(fetch, settled, timeout, azure.connection.polling_interval)
+        if not in_time:
+            pending = [ext["name"] for ext in extensions if not settled([ext])]
+            azure.fail("timed out after %ds waiting for extension(s) %s on VM %s to finish" % (
+                timeout, ", ".join(pending), vm_name), extensions=extensions)
+    try:
+        view = azure.connection.compute.virtual_machines.instance_view(group, vm_name).as_dict()
+    except HttpResponseError as exc:
+        azure.fail_azure(exc, "reading the instance view of",
+                         resource_id(azure.connection.subscription_id, group, "virtualMachines", vm_name))
+    result = dict(changed=False, extensions=extensions, vm_agent=vm_agent_result(view))
+    if params["query"]:
+        result["query_result"] = apply_query(azure, params["query"], result)
+    failed = [ext for ext in extensions if ext["instance_view"]["state"] == "failed"]
+    if params["wait"] and failed:
+        azure.fail("extension(s) failed on VM %s:\n%s" % (vm_name, "\n".join(
+            "%s: %s" % (ext["name"], status_messages(ext["instance_view"])) for ext in failed)), **result)
+    azure.exit(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Shared pytest fixtures: the collection on ANSIBLE_COLLECTIONS_PATH, the emulator, and ansible-playbook runs.
+
+Every test that touches Azure talks to the emulator in tests/emulator/ through the collection's normal auth
+code, with exactly the environment the emulator publishes in its endpoint.json.
+"""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_DIR = REPO_ROOT / ".build"
+COLLECTIONS_DIR = BUILD_DIR / "collections"
+VENV_BIN = Path(sys.executable).parent
+
+sys.path.insert(0, str(REPO_ROOT / "tests" / "emulator"))
+
+
+def collections_path():
+    """Expose the repository as ansible_collections/azure_vm/extensions (a symlink, so edits are live)."""
+    link = COLLECTIONS_DIR / "ansible_collections" / "azure_vm" / "extensions"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(REPO_ROOT, target_is_directory=True)
+    return str(COLLECTIONS_DIR)
+
+
+def base_ansible_env():
+    env = dict(os.environ)
+    # Only the emulator's variables reach Azure code: drop anything the developer's shell may carry.
+    for key in list(env):
+        if key.startswith(("AZURE_", "IDENTITY_", "MSI_", "ANSIBLE_")):
+            del env[key]
+    env.update({
+        "ANSIBLE_COLLECTIONS_PATH": collections_path(),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_LOCAL_TEMP": str(BUILD_DIR / "ansible-tmp"),
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        "PATH": str(VENV_BIN) + os.pathsep + env.get("PATH", ""),
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def ansible_env():
+    """Environment for ansible-playbook/ansible-doc with this collection installed; no Azure variables."""
+    return base_ansible_env()
+
+
+@pytest.fixture(scope="session")
+def emulator_process(tmp_path_factory):
+    from emulator_control import Emulator  # tests/emulator/emulator_control.py
+
+    emu = Emulator.start(state_dir=str(tmp_path_factory.mktemp("emulator")))
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def emulator(emulator_process):
+    """The running emulator, reset to its seed (state, faults, settings and request log) for each test."""
+    emulator_process.reset()
+    return emulator_process
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    stdout: str
+    stderr: str
+    results: dict
+
+    def task(self, name, host="localhost"):
+        """The result of the named task on host, from the json callback."""
+        for play in self.results.get("plays", []):
+            for task in play["tasks"]:
+                if task["task"]["name"] == name and host in task["hosts"]:
+                    return task["hosts"][host]
+        raise KeyError(f"task {name!r} not found for {host}")
+
+    @property
+    def stats(self):
+        return self.results.get("stats", {})
+
+
+@pytest.fixture
+def run_playbook(ansible_env, emulator, tmp_path):
+    """Run a playbook with the real ansible-playbook against the emulator.
+
+    `playbook` is a path or YAML text. Results are parsed from the json stdout callback unless a
+    verbosity is asked for (then the default callback prints what a user would see).
+    """
+
+    def run(playbook, extra_vars=None, check=False, diff=False, verbosity=0, inventory=None, env=None,
+            expect_rc=None):
+        path = Path(playbook) if "\n" not in str(playbook) else None
+        if path is None:
+            path = tmp_path / "playbook.yml"
+            path.write_text(playbook)
+        cmd = [str(VENV_BIN / "ansible-playbook"), str(path), "-i", inventory or "localhost,"]
+        if inventory is None:
+            cmd += ["-c", "local"]
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        if check:
+            cmd.append("--check")
+        if diff:
+            cmd.append("--diff")
+        if verbosity:
+            cmd.append("-" + "v" * verbosity)
+        run_env = dict(ansible_env)
+        run_env.update(emulator.env)
+        run_env["ANSIBLE_STDOUT_CALLBACK"] = "default" if verbosity else "json"
+        if env:
+            run_env.update(env)
+        proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=1800, check=False)
+        results = {}
+        if not verbosity:
+            try:
+                results = json.loads(proc.stdout[proc.stdout.index("{"):])
+            except ValueError:
+                results = {}
+        outcome = PlaybookRun(proc.returncode, proc.stdout, proc.stderr, results)
+        if expect_rc is not None:
+            assert proc.returncode == expect_rc, f"rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        return outcome
+
+    return run

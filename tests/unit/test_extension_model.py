@@ -1,0 +1,137 @@
+"""Unit tests of the extension model: comparison, fingerprint, versions, status summaries."""
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "extension_model.py"
+_spec = importlib.util.spec_from_file_location("extension_model", _PATH)
+em = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(em)
+
+
+def ext(props=None, tags=None):
+    base = {"publisher": "Microsoft.Azure.Extensions", "type": "CustomScript", "typeHandlerVersion": "2.1",
+            "autoUpgradeMinorVersion": True, "settings": {"commandToExecute": "echo 1", "n": 3},
+            "provisioningState": "Succeeded"}
+    base.update(props or {})
+    return {"id": "/x", "name": "cs", "location": "westeurope", "properties": base, "tags": tags or {}}
+
+
+def desired(**kw):
+    base = dict(publisher="microsoft.azure.extensions", type="customscript", type_handler_version="2.1",
+                auto_upgrade_minor_version=True, settings={"n": "3", "commandToExecute": "echo 1"})
+    base.update(kw)
+    return base
+
+
+def test_same_definition_is_no_change_despite_casing_key_order_and_string_numbers():
+    assert em.changed_properties(desired(), ext()) == []
+    assert em.identity_conflicts(desired(), ext()) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    (dict(settings={"commandToExecute": "echo 2", "n": 3}), ["settings"]),
+    (dict(type_handler_version="2.0"), ["type_handler_version"]),
+    (dict(auto_upgrade_minor_version=False), ["auto_upgrade_minor_version"]),
+    (dict(enable_automatic_upgrade=True), ["enable_automatic_upgrade"]),
+    (dict(suppress_failures=True), ["suppress_failures"]),
+    (dict(force_update_tag="abc"), ["force_update_tag"]),
+    (dict(tags={"env": "prod"}), ["tags"]),
+    (dict(provision_after_extensions=["other"]), ["provision_after_extensions"]),
+])
+def test_each_property_change_is_detected(change, expected):
+    assert em.changed_properties(desired(**change), ext()) == expected
+
+
+def test_unmanaged_false_flags_equal_absent():
+    # enable_automatic_upgrade=false against an extension where ARM omits the flag is no change.
+    assert em.changed_properties(desired(enable_automatic_upgrade=False), ext()) == []
+
+
+def test_version_trailing_zero_is_same_version():
+    assert em.changed_properties(desired(type_handler_version="2.1.0"), ext()) == []
+
+
+def test_publisher_or_type_change_is_a_conflict_not_an_update():
+    assert em.identity_conflicts(desired(type="OtherType"), ext()) == ["type 'CustomScript' -> 'OtherType'"]
+
+
+def test_protected_settings_change_alone_is_detected_through_the_fingerprint():
+    secret = {"commandToExecute": "run --token s3cr3t"}
+    body = em.build_body(desired(protected_settings=secret), "westeurope", ext())
+    stored = body["tags"][em.FINGERPRINT_TAG]
+    assert "s3cr3t" not in stored
+    current = ext(tags={em.FINGERPRINT_TAG: stored})
+    assert em.changed_properties(desired(protected_settings=secret), current) == []
+    rotated = {"commandToExecute": "run --token n3w"}
+    assert em.changed_properties(desired(protected_settings=rotated), current) == ["protected_settings"]
+    # Without a fingerprint tag the module cannot know, so it must apply them.
+    assert em.changed_properties(desired(protected_settings=secret), ext()) == ["protected_settings"]
+    # Turned off: never compared.
+    assert em.changed_properties(desired(protected_settings=rotated), current, use_fingerprint=False) == []
+
+
+def test_fingerprint_is_salted_and_slow():
+    secret = {"password": "hunter2"}
+    first, second = em.fingerprint(secret), em.fingerprint(secret)
+    assert first != second  # random salt: equal secrets do not give equal tags
+    assert em.fingerprint_matches(secret, first) and em.fingerprint_matches(secret, second)
+    assert not em.fingerprint_matches({"password": "hunter3"}, first)
+    assert not em.fingerprint_matches(secret, "garbage")
+    assert first.split("$")[1] == str(em.FINGERPRINT_ITERATIONS) and em.FINGERPRINT_ITERATIONS >= 100000
+    started = time.perf_counter()
+    em.fingerprint(secret)
+    assert time.perf_counter() - started > 0.01  # deliberately slow: PBKDF2 with many iterations
+    assert len(first) < 256  # fits in an ARM tag value
+
+
+def test_build_body_keeps_unmanaged_fields_and_user_tags_with_fingerprint():
+    current = ext({"suppressFailures": True, "instanceView": {"statuses": []}}, tags={"owner": "ops"})
+    body = em.build_body(desired(protected_settings={"k": "v"}, tags={"env": "prod"}), "westeurope", current)
+    props = body["properties"]
+    assert props["suppressFailures"] is True and "instanceView" not in props and "provisioningState" not in props
+    assert props["protectedSettings"] == {"k": "v"}
+    assert set(body["tags"]) == {"env", em.FINGERPRINT_TAG}
+    off = em.build_body(desired(), "westeurope", ext(tags={em.FINGERPRINT_TAG: "x"}), use_fingerprint=False)
+    assert "tags" not in off
+
+
+def test_latest_version_is_numeric_not_string_order():
+    versions = ["2.0.2", "2.1.6", "2.1.10", "2.0.3"]
+    assert sorted(versions)[-1] == "2.1.6"  # what string order would pick
+    assert em.latest_version(versions) == "2.1.10"
+    assert em.latest_version(versions, prefix="2.0") == "2.0.3"
+    assert em.latest_version(versions, prefix="3") is None
+    assert em.handler_version("2.1.10") == "2.1"
+
+
+def test_default_timeouts_follow_the_seeds():
+    assert em.default_timeout("CustomScript") == 90 * 60
+    assert em.default_timeout("CustomScriptExtension") == 90 * 60
+    assert em.default_timeout("DSC") == 90 * 60
+    assert em.default_timeout("LinuxDiagnostic") == 20 * 60
+
+
+def test_instance_view_summary_and_messages():
+    view = {"name": "cs", "statuses": [{"code": "ProvisioningState/failed/-196608", "level": "Error",
+                                        "displayStatus": "Provisioning failed", "message": "boom"}],
+            "substatuses": [{"code": "ComponentStatus/StdErr/succeeded", "message": "oops"}]}
+    result = em.instance_view_result(view)
+    assert result["state"] == "failed"
+    assert result["statuses"][0]["display_status"] == "Provisioning failed"
+    assert em.status_messages(result) == "[ProvisioningState/failed/-196608] boom\n[ComponentStatus/StdErr/succeeded] oops"
+    assert em.handler_state([{"code": "ProvisioningState/transitioning"}]) == "transitioning"
+    assert em.handler_state([]) == "unknown"
+
+
+def test_vm_agent_readiness():
+    ready = {"vmAgent": {"vmAgentVersion": "2.9.1.1", "statuses": [{"displayStatus": "Ready", "message": "ok"}]}}
+    assert em.vm_agent_result(ready) == {"version": "2.9.1.1", "status": "Ready", "message": "ok", "ready": True}
+    assert em.vm_agent_result({})["ready"] is False
+
+
+def test_mask_secrets_keeps_keys_only():
+    assert em.mask_secrets({"a": "x", "b": {"c": 1}, "d": ["y"]}) == {
+        "a": em.MASK, "b": {"c": em.MASK}, "d": [em.MASK]}
