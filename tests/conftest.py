@@ -43,6 +43,8 @@ def base_ansible_env():
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_LOCAL_TEMP": str(BUILD_DIR / "ansible-tmp"),
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        # ansible-core ships no json stdout callback (ansible.posix does); the tests bring a minimal one.
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "tests" / "guests" / "callback_plugins"),
         "PATH": str(VENV_BIN) + os.pathsep + env.get("PATH", ""),
     })
     return env
@@ -117,7 +119,8 @@ def run_playbook(ansible_env, emulator, tmp_path):
             cmd.append("-" + "v" * verbosity)
         run_env = dict(ansible_env)
         run_env.update(emulator.env)
-        run_env["ANSIBLE_STDOUT_CALLBACK"] = "default" if verbosity else "json"
+        run_env["ANSIBLE_STDOUT_CALLBACK"] = "default" if verbosity else "guest_json"
+        run_env.setdefault("AZURE_POLLING_INTERVAL", "0.2")  # the emulator's handlers take about a second
         if env:
             run_env.update(env)
         proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=1800, check=False)
@@ -133,3 +136,12 @@ def run_playbook(ansible_env, emulator, tmp_path):
         return outcome
 
     return run
+
+
+def playbook(*tasks, hosts="localhost", gather_facts=False, **play):
+    """YAML text of a one-play playbook with the given task dicts (tests build playbooks from data)."""
+    import yaml
+
+    body = dict(name="test", hosts=hosts, gather_facts=gather_facts, tasks=list(tasks))
+    body.update(play)
+    return yaml.safe_dump([body], sort_keys=False)

@@ -61,7 +61,7 @@ options:
   cloud_environment:
     description:
       - V(AzureCloud), V(AzureChinaCloud), V(AzureUSGovernment), or the https URL of an ARM endpoint
-        (Azure Stack Hub, or the test emulator). For a URL, the endpoints are read from C({url}/metadata/endpoints):
+        (Azure Stack Hub, or the test emulator). For a URL, the endpoints are read from C({url}/metadata/endpoints);
         its login endpoint is the authority, its first audience the token scope, and instance discovery is off.
       - Can also be set with E(AZURE_CLOUD_ENVIRONMENT).
     type: str

@@ -23,7 +23,7 @@ from ansible.module_utils.ansible_release import __version__ as ANSIBLE_VERSION
 
 try:
     from azure.core import PipelineClient
-    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+    from azure.core.exceptions import AzureError, HttpResponseError
     from azure.core.rest import HttpRequest
     from azure.identity import (
         AzureCliCredential,
@@ -42,7 +42,7 @@ except ImportError:
     class AzureError(Exception):  # noqa: D101 - keeps except clauses valid when the SDK is missing
         pass
 
-    HttpResponseError = ResourceNotFoundError = ClientAuthenticationError = AzureError
+    HttpResponseError = AzureError
 
 COLLECTION_VERSION = "0.1.0"
 USER_AGENT = "azure_vm.extensions/%s ansible-core/%s" % (COLLECTION_VERSION, ANSIBLE_VERSION)
