@@ -21,7 +21,8 @@ def main():
             env = base_ansible_env()
             env.update(emulator.env)
             env.setdefault("AZURE_POLLING_INTERVAL", "1")
-            cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(ROOT / "playbooks" / "demo.yml")]
+            cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(ROOT / "playbooks" / "demo.yml"),
+                   "-i", "localhost,", "-c", "local"]
             return subprocess.call(cmd, env=env, cwd=str(ROOT))
         finally:
             emulator.stop()
