@@ -44,7 +44,7 @@ def base_ansible_env():
         "ANSIBLE_LOCAL_TEMP": str(BUILD_DIR / "ansible-tmp"),
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
         # ansible-core ships no json stdout callback (ansible.posix does); the tests bring a minimal one.
-        "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "tests" / "guests" / "callback_plugins"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "tests" / "callback_plugins"),
         "PATH": str(VENV_BIN) + os.pathsep + env.get("PATH", ""),
     })
     return env
@@ -119,7 +119,7 @@ def run_playbook(ansible_env, emulator, tmp_path):
             cmd.append("-" + "v" * verbosity)
         run_env = dict(ansible_env)
         run_env.update(emulator.env)
-        run_env["ANSIBLE_STDOUT_CALLBACK"] = "default" if verbosity else "guest_json"
+        run_env["ANSIBLE_STDOUT_CALLBACK"] = "default" if verbosity else "json_results"
         run_env.setdefault("AZURE_POLLING_INTERVAL", "0.2")  # the emulator's handlers take about a second
         if env:
             run_env.update(env)

@@ -24,7 +24,7 @@ description:
   - "Fleet pattern: submit every VM's change with O(wait=false) (the task returns once Azure accepted the write),
     then wait with M(azure_vm.extensions.vm_extension_info) and O(azure_vm.extensions.vm_extension_info#module:wait=true)."
 author:
-  - azure_vm.extensions contributors
+  - azure_vm.extensions maintainers (@azure-vm)
 options:
   resource_group:
     description: Resource group of the virtual machine.

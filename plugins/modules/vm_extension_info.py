@@ -18,7 +18,7 @@ description:
   - With O(wait=true) it waits until the extensions have reached a terminal state (succeeded or failed), which
     is the second half of the fleet pattern "submit every change with C(wait=false), then wait".
 author:
-  - azure_vm.extensions contributors
+  - azure_vm.extensions maintainers (@azure-vm)
 options:
   resource_group:
     description: Resource group of the virtual machine.

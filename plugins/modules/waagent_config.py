@@ -166,7 +166,6 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE, BOOLEANS_TRUE
-from ansible.module_utils.six import binary_type, integer_types, string_types, text_type
 from ansible.module_utils.common.text.converters import to_native, to_text
 
 BOOL = 'bool'
@@ -267,7 +266,7 @@ def _case_hint(key):
 
 
 def validate_key(key):
-    if not isinstance(key, string_types) or not key:
+    if not isinstance(key, str) or not key:
         raise ValidationError('Invalid option name %r: it must be a non-empty string.' % (key,))
     problems = []
     if key != key.strip():
@@ -284,11 +283,11 @@ def validate_key(key):
 def _bool_word(value):
     if isinstance(value, bool):
         return value
-    if isinstance(value, binary_type):
+    if isinstance(value, bytes):
         value = to_text(value)
-    if isinstance(value, string_types):
+    if isinstance(value, str):
         normalized = value.strip().lower()
-    elif isinstance(value, integer_types) or isinstance(value, float):
+    elif isinstance(value, int) or isinstance(value, float):
         normalized = value
     else:
         return None
@@ -335,9 +334,9 @@ def normalize_value(key, value, allow_unknown=False):
                    % (key, '; use %s instead' % replacement if replacement else ''))
     if isinstance(value, (dict, list, tuple, set)):
         raise ValidationError('Invalid value for %s: %r; allowed: %s.' % (key, value, describe(kind, allowed)))
-    if isinstance(value, binary_type):
+    if isinstance(value, bytes):
         value = to_text(value)
-    if isinstance(value, string_types) and value == 'None':
+    if isinstance(value, str) and value == 'None':
         return 'None', warning
     if kind == BOOL:
         flag = _bool_word(value)
@@ -347,14 +346,14 @@ def normalize_value(key, value, allow_unknown=False):
     if kind == INT:
         if isinstance(value, bool) or isinstance(value, float):
             raise ValidationError('Invalid value for %s: %r; allowed: %s.' % (key, value, describe(kind, allowed)))
-        if isinstance(value, integer_types):
-            return text_type(value), warning
+        if isinstance(value, int):
+            return str(value), warning
         text = to_text(value).strip()
         try:
             number = int(text, 10)
         except ValueError:
             raise ValidationError('Invalid value for %s: %r; allowed: %s.' % (key, value, describe(kind, allowed)))
-        return text_type(number), warning
+        return str(number), warning
     # strings, enumerations and unknown keys
     if isinstance(value, bool):
         if kind == STR:

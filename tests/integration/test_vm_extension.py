@@ -73,7 +73,7 @@ def test_protected_settings_change_alone_is_applied_and_never_leaks(run_playbook
 def test_rerun_sends_a_new_tag_each_time(run_playbook, emulator):
     run_playbook(playbook(ext_task(settings={"commandToExecute": "date"})), expect_rc=0)
     tags = []
-    for _ in range(2):
+    for dummy in range(2):
         run = run_playbook(playbook(ext_task(settings={"commandToExecute": "date"}, rerun=True)), expect_rc=0)
         assert run.task("apply")["changed"] is True
         tags.append(extension_writes(emulator)[-1]["body"]["properties"]["forceUpdateTag"])

@@ -1,0 +1,351 @@
+"""Microsoft.Compute for single VMs: VMs, their instance views, VM extensions, operations and extension images.
+
+Extension writes follow the recorded protocol: PUT 201/200 with provisioningState Creating/Updating and an
+Azure-AsyncOperation header; DELETE 202 with Azure-AsyncOperation and Location; the operation is polled until
+the simulated handler finishes. One extension operation at a time per VM (409 otherwise), and a failed
+extension blocks other installs on its VM ("seed 000").
+"""
+import re
+
+import azure.mgmt.compute.models as compute_models
+
+from . import handlers
+from .arm import COMPUTE, SUB, busy, conflict, lookup
+from .errors import ArmError, not_found
+from .state import Extension, HandlerRun
+from .validation import require_object, required_missing, validate_model
+
+VM_TYPE = "Microsoft.Compute/virtualMachines"
+EXT_TYPE = "Microsoft.Compute/virtualMachines/extensions"
+# Public properties an extension keeps, in the order ARM returns them.
+KEPT_PROPERTIES = ("autoUpgradeMinorVersion", "forceUpdateTag", "enableAutomaticUpgrade", "suppressFailures",
+                   "publisher", "type", "typeHandlerVersion", "settings", "provisionAfterExtensions",
+                   "protectedSettingsFromKeyVault")
+
+
+def canonical_props(state, location, props):
+    """Azure normalizes publisher/type casing to the catalogue's; keep only what ARM stores and returns."""
+    image = handlers.find_image(state, location, props.get("publisher", ""), props.get("type", ""))
+    if image:
+        props = dict(props, publisher=image["publisher"], type=image["type"])
+    return {key: props[key] for key in KEPT_PROPERTIES if key in props}
+
+
+def check_extension_body(body, model, new):
+    validate_model(body, model)
+    properties = body.get("properties")
+    if properties is None:
+        if new:
+            raise required_missing("properties")
+        return {}
+    require_object(properties.get("settings"), "properties.settings")
+    require_object(properties.get("protectedSettings"), "properties.protectedSettings")
+    if new:
+        for key in ("publisher", "type", "typeHandlerVersion"):
+            if properties.get(key) in (None, ""):
+                raise required_missing(f"properties.{key}")
+    return properties
+
+
+def extension_body(ctx, vm, ext, provisioning_state=None, instance_view=False):
+    if provisioning_state is None:
+        provisioning_state = "Deleting" if ext.deleting_until is not None else ext.run.provisioning_state(ctx.now)
+    props = dict(ext.props, provisioningState=provisioning_state)
+    if instance_view:
+        props["instanceView"] = handlers.extension_instance_view(ctx.state, ext, vm.os_type, vm.location, ctx.now)
+    body = {"name": ext.name, "id": f"{vm_id(vm)}/extensions/{ext.name}", "type": EXT_TYPE,
+            "location": ext.location or vm.location}
+    if ext.tags:
+        body["tags"] = ext.tags
+    body["properties"] = props
+    return body
+
+
+def vm_id(vm):
+    return f"/subscriptions/{vm.sub}/resourceGroups/{vm.rg}/providers/{VM_TYPE}/{vm.name}"
+
+
+def settle(vm, now):
+    """Apply what the clock decided: extensions whose delete finished are gone."""
+    for key in [k for k, ext in vm.extensions.items() if ext.deleting_until is not None and now >= ext.deleting_until]:
+        del vm.extensions[key]
+
+
+def find_vm(ctx, rg, name):
+    vm = lookup(ctx.sub.vms, ctx, rg, name, VM_TYPE)
+    settle(vm, ctx.now)
+    return vm
+
+
+def find_extension(vm, name):
+    ext = vm.extensions.get(name.lower())
+    if ext is None:
+        raise not_found(f"{VM_TYPE}/{vm.name}/extensions", name, vm.rg)
+    return ext
+
+
+# --- VMs ------------------------------------------------------------------------------------------------------
+def instance_view(ctx, vm):
+    exts = list(vm.extensions.values())
+    windows = vm.os_type == "Windows"
+    power = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}
+    view = {
+        "computerName": vm.name,
+        "osName": "Windows Server 2022 Datacenter" if windows else "ubuntu",
+        "osVersion": "10.0.20348.2340" if windows else "22.04",
+        "vmAgent": handlers.vm_agent_view(ctx.state, vm.agent_status, vm.agent_version, exts, vm.location, ctx.now),
+        "disks": [{"name": f"{vm.name}_OsDisk_1", "statuses": [
+            {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"}]}],
+        "hyperVGeneration": "V2",
+        "extensions": [handlers.extension_instance_view(ctx.state, ext, vm.os_type, vm.location, ctx.now)
+                       for ext in exts],
+        "statuses": [
+            {"code": f"ProvisioningState/{vm_provisioning_state(ctx, vm).lower()}", "level": "Info",
+             "displayStatus": f"Provisioning {vm_provisioning_state(ctx, vm).lower()}"},
+            {"code": f"PowerState/{vm.power_state}", "level": "Info",
+             "displayStatus": power.get(vm.power_state, vm.power_state)},
+        ],
+    }
+    return view
+
+
+def vm_provisioning_state(ctx, vm):
+    return "Updating" if busy(vm.busy_until, ctx.now) else "Succeeded"
+
+
+def vm_body(ctx, vm, with_instance_view=False):
+    windows = vm.os_type == "Windows"
+    os_profile = {"computerName": vm.name, "adminUsername": "azureuser"}
+    if windows:
+        os_profile["windowsConfiguration"] = {"provisionVMAgent": True, "enableAutomaticUpdates": True}
+    else:
+        os_profile["linuxConfiguration"] = {"disablePasswordAuthentication": True, "provisionVMAgent": True}
+    properties = {
+        "vmId": vm.vm_id,
+        "hardwareProfile": {"vmSize": "Standard_B2s"},
+        "storageProfile": {"osDisk": {"osType": vm.os_type, "name": f"{vm.name}_OsDisk_1",
+                                      "createOption": "FromImage", "caching": "ReadWrite"}},
+        "osProfile": os_profile,
+        "provisioningState": vm_provisioning_state(ctx, vm),
+    }
+    if with_instance_view:
+        properties["instanceView"] = instance_view(ctx, vm)
+    return {
+        "name": vm.name, "id": vm_id(vm), "type": VM_TYPE, "location": vm.location, "properties": properties,
+        "resources": [{"id": f"{vm_id(vm)}/extensions/{ext.name}"} for ext in vm.extensions.values()],
+    }
+
+
+def get_vm(ctx, sub, rg, vm):
+    return 200, vm_body(ctx, find_vm(ctx, rg, vm), ctx.expand_instance_view())
+
+
+def get_vm_instance_view(ctx, sub, rg, vm):
+    return 200, instance_view(ctx, find_vm(ctx, rg, vm))
+
+
+def list_vms(ctx, sub, rg):
+    ctx.resource_group(rg)
+    vms = [vm for (vm_rg, dummy), vm in ctx.sub.vms.items() if vm_rg == rg.lower()]
+    for vm in vms:
+        settle(vm, ctx.now)
+    return 200, ctx.page([vm_body(ctx, vm) for vm in vms])
+
+
+# --- VM extensions --------------------------------------------------------------------------------------------
+def _writable(ctx, vm, operation):
+    if busy(vm.busy_until, ctx.now):
+        raise conflict("VM", vm.name, operation)
+    if vm.power_state != "running":
+        raise ArmError(409, "OperationNotAllowed",
+                       "Cannot modify extensions in the VM when the VM is not running.")
+
+
+def _failed_sibling(vm, name, now):
+    for ext in vm.extensions.values():
+        if ext.name.lower() != name.lower() and ext.deleting_until is None and ext.run.finished(now) \
+                and ext.run.outcome == "failed":
+            return ext
+    return None
+
+
+def _run_handler(ctx, vm, ext, kind):
+    """Start the handler for a written extension and the operation that tracks it; returns the operation."""
+    sibling = _failed_sibling(vm, ext.name, ctx.now) if kind == "Creating" else None
+    if sibling is not None:
+        # The agent reports the VM's failed extension for every later extension operation.
+        duration = ctx.state.settings["handler_duration_s"]
+        error = handlers.provisioning_error(sibling.name, sibling.props, sibling.run)
+        ext.run = HandlerRun(ctx.now, ctx.now + duration, "failed", error["message"], kind)
+    else:
+        ext.run = handlers.start_run(ctx.state, vm.name, ext.name, ext.props, vm.os_type, kind, ctx.now,
+                                     agent_ready=vm.agent_status == "Ready")
+        error = handlers.provisioning_error(ext.name, ext.props, ext.run) if ext.run.outcome == "failed" else None
+    vm.busy_until = ext.run.end
+    return ctx.state.new_operation(vm.location, ctx.now, ext.run.end, error)
+
+
+def put_extension(ctx, sub, rg, vm, name):
+    vm = find_vm(ctx, rg, vm)
+    existing = vm.extensions.get(name.lower())
+    properties = check_extension_body(ctx.body, compute_models.VirtualMachineExtension, new=existing is None)
+    _writable(ctx, vm, "PutVMExtension" if existing is None else "UpdateVMExtension")
+    kind = "Creating" if existing is None else "Updating"
+    ext = Extension(existing.name if existing else name, canonical_props(ctx.state, vm.location, properties), None,
+                    location=ctx.body.get("location") or vm.location, tags=ctx.body.get("tags"),
+                    has_protected="protectedSettings" in properties)
+    vm.extensions[name.lower()] = ext
+    op = _run_handler(ctx, vm, ext, kind)
+    return (201 if existing is None else 200), extension_body(ctx, vm, ext, kind), ctx.async_headers(op)
+
+
+def patch_extension(ctx, sub, rg, vm, name):
+    vm = find_vm(ctx, rg, vm)
+    ext = find_extension(vm, name)
+    properties = check_extension_body(ctx.body, compute_models.VirtualMachineExtensionUpdate, new=False)
+    _writable(ctx, vm, "UpdateVMExtension")
+    merged = dict(ext.props, **{k: v for k, v in properties.items() if k != "protectedSettings"})
+    ext.props = canonical_props(ctx.state, vm.location, merged)
+    ext.has_protected = ext.has_protected or "protectedSettings" in properties
+    if "tags" in ctx.body:
+        ext.tags = ctx.body["tags"]
+    op = _run_handler(ctx, vm, ext, "Updating")
+    return 200, extension_body(ctx, vm, ext, "Updating"), ctx.async_headers(op)
+
+
+def get_extension(ctx, sub, rg, vm, name):
+    vm = find_vm(ctx, rg, vm)
+    return 200, extension_body(ctx, vm, find_extension(vm, name), instance_view=ctx.expand_instance_view())
+
+
+def list_extensions(ctx, sub, rg, vm):
+    vm = find_vm(ctx, rg, vm)
+    expand = ctx.expand_instance_view()
+    return 200, {"value": [extension_body(ctx, vm, ext, instance_view=expand) for ext in vm.extensions.values()]}
+
+
+def delete_extension(ctx, sub, rg, vm, name):
+    vm = find_vm(ctx, rg, vm)
+    ext = vm.extensions.get(name.lower())
+    if ext is None:
+        return 204, None
+    _writable(ctx, vm, "DeleteVMExtension")
+    ext.deleting_until = ctx.now + ctx.state.settings["delete_duration_s"]
+    vm.busy_until = ext.deleting_until
+    op = ctx.state.new_operation(vm.location, ctx.now, ext.deleting_until)
+    return 202, None, ctx.async_headers(op, with_location=True)
+
+
+# --- operations -----------------------------------------------------------------------------------------------
+def get_operation(ctx, sub, location, op_id):
+    op = ctx.state.operations.get(op_id)
+    if op is None or op.location.lower() != location.lower():
+        raise ArmError(404, "NotFound", f"The operation '{op_id}' could not be found.")
+    status = op.status(ctx.now)
+    if ctx.query.get("monitor", "").lower() == "true":
+        # The Location (monitor) URL: 202 while running, then 200 with no body (or the error).
+        if status == "InProgress":
+            return 202, None, {"Location": f"{ctx.base_url}{ctx.path}?" + "&".join(
+                f"{k}={v}" for k, v in ctx.query.items())}
+        if status == "Failed":
+            raise ArmError(400, op.error["code"], op.error["message"])
+        return 200, None
+    body = {"startTime": handlers.iso(op.start)}
+    if status != "InProgress":
+        body["endTime"] = handlers.iso(op.end)
+    body["status"] = status
+    if status == "Failed":
+        body["error"] = op.error
+    body["name"] = op.id
+    return 200, body
+
+
+# --- extension images -----------------------------------------------------------------------------------------
+IMAGE_NOT_FOUND = ArmError(404, "NotFound", "The entity was not found in this Azure location.")
+
+
+def _publisher_types(ctx, location, publisher):
+    types = ctx.state.images.get(location.lower(), {}).get(publisher.lower())
+    if not types:
+        raise IMAGE_NOT_FOUND
+    return types
+
+
+def _image_base(ctx, location, image):
+    return (f"/Subscriptions/{ctx.sub.id}/Providers/Microsoft.Compute/Locations/{location}/Publishers/"
+            f"{image['publisher']}/ArtifactTypes/VMExtension/Types/{image['type']}")
+
+
+def list_image_types(ctx, sub, location, publisher):
+    types = _publisher_types(ctx, location, publisher)
+    return 200, [{"name": image["type"], "location": location, "id": _image_base(ctx, location, image)}
+                 for image in types.values()]
+
+
+def _image(ctx, location, publisher, type_name):
+    image = _publisher_types(ctx, location, publisher).get(type_name.lower())
+    if image is None:
+        raise IMAGE_NOT_FOUND
+    return image
+
+
+def list_image_versions(ctx, sub, location, publisher, type_name):
+    """Versions as ARM lists them: ordered as strings (so 2.1.10 sorts before 2.1.6), $filter/$orderby/$top."""
+    image = _image(ctx, location, publisher, type_name)
+    versions = sorted(image["versions"])
+    flt = ctx.query.get("$filter")
+    if flt:
+        prefix = _startswith_prefix(flt)
+        versions = [v for v in versions if v.lower().startswith(prefix.lower())]
+    order = ctx.query.get("$orderby", "").strip().lower()
+    if order:
+        if order not in ("name", "name asc", "name desc"):
+            raise ArmError(400, "InvalidParameter", f"The $orderby value '{ctx.query['$orderby']}' is not supported.")
+        versions = sorted(versions, reverse=order.endswith("desc"))
+    if "$top" in ctx.query:
+        try:
+            versions = versions[:int(ctx.query["$top"])]
+        except ValueError:
+            raise ArmError(400, "InvalidParameter", "The $top value must be an integer.") from None
+    base = _image_base(ctx, location, image)
+    return 200, [{"name": v, "location": location, "id": f"{base}/Versions/{v}"} for v in versions]
+
+
+def _startswith_prefix(expression):
+    match = re.fullmatch(r"\s*startswith\(\s*name\s*,\s*'([^']*)'\s*\)\s*", expression, re.IGNORECASE)
+    if not match:
+        raise ArmError(400, "InvalidParameter", f"The $filter value '{expression}' is not supported; "
+                       "use startswith(name,'<prefix>').")
+    return match.group(1)
+
+
+def get_image_version(ctx, sub, location, publisher, type_name, version):
+    image = _image(ctx, location, publisher, type_name)
+    if version not in image["versions"]:
+        raise IMAGE_NOT_FOUND
+    os_name = image["os"] or "Linux"
+    return 200, {
+        "properties": {"operatingSystem": os_name, "computeRole": "IaaS", "handlerSchema": "",
+                       "vmScaleSetEnabled": True, "supportsMultipleExtensions": image["type"].lower() in (
+                           "customscript", "runcommandhandlerlinux", "runcommandhandlerwindows")},
+        "location": location, "name": version,
+        "id": f"{_image_base(ctx, location, image)}/Versions/{version}",
+    }
+
+
+def register(router):
+    vm = rf"{COMPUTE}/virtualMachines/(?P<vm>[^/]+)"
+    router.add("GET", rf"{COMPUTE}/virtualMachines", list_vms)
+    router.add("GET", vm, get_vm)
+    router.add("GET", rf"{vm}/instanceView", get_vm_instance_view)
+    router.add("GET", rf"{vm}/extensions", list_extensions)
+    for method, func in (("PUT", put_extension), ("PATCH", patch_extension), ("GET", get_extension),
+                         ("DELETE", delete_extension)):
+        router.add(method, rf"{vm}/extensions/(?P<name>[^/]+)", func)
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/operations/(?P<op_id>[^/]+)",
+               get_operation)
+    images = rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/publishers/(?P<publisher>[^/]+)" \
+             r"/artifacttypes/vmextension/types"
+    router.add("GET", images, list_image_types)
+    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions", list_image_versions)
+    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions/(?P<version>[^/]+)", get_image_version)

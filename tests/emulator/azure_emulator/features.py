@@ -1,0 +1,117 @@
+"""Microsoft.Features preview features and Microsoft.Resources provider registration.
+
+Neither is long-running in ARM's sense: every call answers 200 at once, and the state moves on by itself
+(NotRegistered -> Registering -> Registered), which is exactly why clients must poll the GET.
+"""
+from .arm import SUB
+from .errors import ArmError
+
+FEATURE_TYPE = "Microsoft.Features/providers/features"
+
+
+def _feature_body(ctx, feature):
+    return {
+        "properties": {"state": feature.current(ctx.now)},
+        "id": f"/subscriptions/{ctx.sub.id}/providers/Microsoft.Features/providers/{feature.namespace}/features/"
+              f"{feature.name}",
+        "type": FEATURE_TYPE,
+        "name": f"{feature.namespace}/{feature.name}",
+    }
+
+
+def _feature(ctx, namespace, feature):
+    found = ctx.sub.features.get((namespace.lower(), feature.lower()))
+    if found is None:
+        raise ArmError(404, "FeatureNotFound",
+                       f"The feature '{feature}' could not be found under the resource provider namespace "
+                       f"'{namespace}'.")
+    return found
+
+
+def get_feature(ctx, sub, namespace, feature):
+    return 200, _feature_body(ctx, _feature(ctx, namespace, feature))
+
+
+def register_feature(ctx, sub, namespace, feature):
+    found = _feature(ctx, namespace, feature)
+    if found.current(ctx.now) in ("NotRegistered", "Unregistered", "Unregistering"):
+        found.move("Registering", "Registered", ctx.now, ctx.state.settings["feature_registration_s"])
+    return 200, _feature_body(ctx, found)
+
+
+def unregister_feature(ctx, sub, namespace, feature):
+    found = _feature(ctx, namespace, feature)
+    if found.current(ctx.now) in ("Registered", "Registering", "Pending"):
+        found.move("Unregistering", "Unregistered", ctx.now, ctx.state.settings["feature_registration_s"])
+    return 200, _feature_body(ctx, found)
+
+
+def list_namespace_features(ctx, sub, namespace):
+    features = [f for (ns, dummy), f in ctx.sub.features.items() if ns == namespace.lower()]
+    return 200, ctx.page([_feature_body(ctx, f) for f in features])
+
+
+def list_all_features(ctx, sub):
+    return 200, ctx.page([_feature_body(ctx, f) for f in ctx.sub.features.values()])
+
+
+PROVIDER_RESOURCE_TYPES = {
+    "microsoft.compute": ["virtualMachines", "virtualMachines/extensions", "virtualMachineScaleSets",
+                          "virtualMachineScaleSets/extensions", "locations/operations", "locations/publishers"],
+    "microsoft.features": ["features", "providers", "featureProviders"],
+}
+
+
+def _provider(ctx, namespace):
+    found = ctx.sub.providers.get(namespace.lower())
+    if found is None:
+        raise ArmError(404, "InvalidResourceNamespace", f"The resource namespace '{namespace}' is invalid.")
+    return found
+
+
+def _provider_body(ctx, provider):
+    return {
+        "id": f"/subscriptions/{ctx.sub.id}/providers/{provider.namespace}",
+        "namespace": provider.namespace,
+        "registrationState": provider.current(ctx.now),
+        "registrationPolicy": "RegistrationRequired",
+        "resourceTypes": [
+            {"resourceType": rt, "locations": ["West Europe"], "apiVersions": [ctx.api_version or "2025-04-01"],
+             "capabilities": "None"}
+            for rt in PROVIDER_RESOURCE_TYPES.get(provider.namespace.lower(), [])],
+    }
+
+
+def get_provider(ctx, sub, namespace):
+    return 200, _provider_body(ctx, _provider(ctx, namespace))
+
+
+def list_providers(ctx, sub):
+    return 200, ctx.page([_provider_body(ctx, p) for p in ctx.sub.providers.values()])
+
+
+def register_provider(ctx, sub, namespace):
+    provider = _provider(ctx, namespace)
+    if provider.current(ctx.now) in ("NotRegistered", "Unregistered", "Unregistering"):
+        provider.move("Registering", "Registered", ctx.now, ctx.state.settings["provider_registration_s"])
+    return 200, _provider_body(ctx, provider)
+
+
+def unregister_provider(ctx, sub, namespace):
+    provider = _provider(ctx, namespace)
+    if provider.current(ctx.now) in ("Registered", "Registering"):
+        provider.move("Unregistering", "Unregistered", ctx.now, ctx.state.settings["provider_registration_s"])
+    return 200, _provider_body(ctx, provider)
+
+
+def register(router):
+    features = rf"{SUB}/providers/Microsoft\.Features/providers/(?P<namespace>[^/]+)/features"
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Features/features", list_all_features)
+    router.add("GET", features, list_namespace_features)
+    router.add("GET", rf"{features}/(?P<feature>[^/]+)", get_feature)
+    router.add("POST", rf"{features}/(?P<feature>[^/]+)/register", register_feature)
+    router.add("POST", rf"{features}/(?P<feature>[^/]+)/unregister", unregister_feature)
+    router.add("GET", rf"{SUB}/providers", list_providers)
+    router.add("GET", rf"{SUB}/providers/(?P<namespace>[^/]+)", get_provider)
+    router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/register", register_provider)
+    router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/unregister", unregister_provider)

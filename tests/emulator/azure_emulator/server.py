@@ -1,0 +1,359 @@
+"""HTTPS front door: admin API, Entra ID + metadata endpoints, and ARM with auth, throttling, faults and a log.
+
+Order of checks for an ARM request mirrors ARM itself: injected `match` faults first (they stand in for
+anything upstream), then authentication, api-version, throttling, and only then the resource provider.
+"""
+import argparse
+import json
+import math
+import os
+import secrets
+import signal
+import ssl
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+
+from . import auth, compute, features, vmss
+from .arm import Ctx, Router
+from .errors import ArmError
+from .state import ARM_AUDIENCE, State
+from .tls import make_certificates
+
+DEFAULT_SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default-seed.yml")
+
+
+def mask_protected(value, inside=False):
+    """Replace every value under any `protectedSettings` object with "***", keeping the keys."""
+    if isinstance(value, dict):
+        return {k: mask_protected(v, inside or k == "protectedSettings") for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_protected(v, inside) for v in value]
+    return "***" if inside else value
+
+
+def metadata(base_url, api_version):
+    """ARM's cloud metadata: the list form for 2022-09-01, the older single object for 1.0/2015-01-01."""
+    login = base_url + "/"
+    if api_version in ("1.0", "2015-01-01"):
+        return {
+            "galleryEndpoint": login, "graphEndpoint": login, "portalEndpoint": login,
+            "authentication": {"loginEndpoint": login, "audiences": [ARM_AUDIENCE]},
+        }
+    return [{
+        "portal": login, "authentication": {"loginEndpoint": login, "audiences": [ARM_AUDIENCE],
+                                            "tenant": "common", "identityProvider": "AAD"},
+        "media": login, "graphAudience": login, "graph": login, "name": "AzureEmulator",
+        "suffixes": {"azureDataLakeStoreFileSystem": "azuredatalakestore.azure-emulator.local",
+                     "acrLoginServer": "azurecr.azure-emulator.local", "sqlServerHostname": "database.azure-emulator.local",
+                     "azureDataLakeAnalyticsCatalogAndJob": "azuredatalakeanalytics.azure-emulator.local",
+                     "keyVaultDns": "vault.azure-emulator.local", "storage": "core.azure-emulator.local",
+                     "azureFrontDoorEndpointSuffix": "azurefd.azure-emulator.local"},
+        "batch": login, "resourceManager": login, "vmImageAliasDoc": login, "activeDirectoryDataLake": login,
+        "sqlManagement": login, "gallery": login,
+    }]
+
+
+class Throttle:
+    """ARM's per-subscription budgets over a fixed window; deletes draw on the writes budget."""
+
+    @staticmethod
+    def charge(state, sub_id, method, now):
+        limits = state.settings["throttle"]
+        bucket = state.throttle.get(sub_id)
+        if bucket is None or now >= bucket["start"] + limits["window_s"]:
+            bucket = state.throttle[sub_id] = {"start": now, "reads": 0, "writes": 0}
+        kind = "reads" if method in ("GET", "HEAD") else "writes"
+        if bucket[kind] >= limits[kind]:
+            retry = max(1, math.ceil(bucket["start"] + limits["window_s"] - now))
+            raise ArmError(429, "TooManyRequests",
+                           f"The request is being throttled as the limit has been reached for operation type - "
+                           f"{'Read' if kind == 'reads' else 'Write'}. For more information, see "
+                           "https://aka.ms/armthrottling", headers={"Retry-After": str(retry)})
+        bucket[kind] += 1
+        return limits[kind] - bucket[kind]
+
+
+class Emulator:
+    """Owns the state, the router and the admin-facing bits; the request handler class delegates here."""
+
+    def __init__(self, seed, state_dir):
+        self.state = State(seed)
+        self.state_dir = state_dir
+        self.msi_header = secrets.token_hex(16)
+        self.base_url = ""
+        self.router = Router()
+        for module in (compute, vmss, features):
+            module.register(self.router)
+
+    # --- ARM -----------------------------------------------------------------------------------------------
+    def arm(self, method, path, query, headers, body):
+        """(status, body, headers) for an ARM request."""
+        state = self.state
+        extra = {"x-ms-request-id": str(uuid.uuid4()),
+                 "x-ms-correlation-request-id": headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())}
+        try:
+            auth.verify_bearer(headers.get("Authorization"))
+            if not query.get("api-version"):
+                raise ArmError(400, "MissingApiVersionParameter",
+                               "The api-version query parameter (?api-version=) is required for all requests.")
+            with state.lock:
+                now = time.time()
+                sub = None
+                parts = path.split("/")
+                if len(parts) > 2 and parts[1].lower() == "subscriptions":
+                    sub = state.subscriptions.get(parts[2].lower())
+                    if sub is None:
+                        raise ArmError(404, "SubscriptionNotFound", f"The subscription '{parts[2]}' could not be found.")
+                    remaining = Throttle.charge(state, sub.id, method, now)
+                    kind = {"GET": "reads", "DELETE": "deletes"}.get(method, "writes")
+                    extra[f"x-ms-ratelimit-remaining-subscription-{kind}"] = str(remaining)
+                    if "/providers/microsoft.compute/" in path.lower():
+                        extra["x-ms-ratelimit-remaining-resource"] = self._compute_budget(method, path, remaining)
+                func, groups = self.router.resolve(method, path)
+                if body is not None and not isinstance(body, dict):
+                    raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
+                ctx = Ctx(state, now, method, path, query, body if body is not None else {}, self.base_url, sub)
+                result = func(ctx, **groups)
+        except ArmError as exc:
+            extra.update(exc.headers)
+            return exc.status, exc.body(), extra
+        status, payload = result[0], result[1]
+        if len(result) > 2:
+            extra.update(result[2])
+        return status, payload, extra
+
+    @staticmethod
+    def _compute_budget(method, path, remaining):
+        if method == "GET" and "/operations/" in path.lower():
+            name = "GetOperation"
+        elif method == "GET":
+            name = "LowCostGet"
+        else:
+            name = "UpdateVM"
+        return f"Microsoft.Compute/{name}3Min;{remaining},Microsoft.Compute/{name}30Min;{remaining}"
+
+    # --- admin ---------------------------------------------------------------------------------------------
+    def admin(self, method, action, body):
+        state = self.state
+        if method == "POST" and action == "reset":
+            state.reset()
+            return 200, {"status": "reset"}
+        if method == "GET" and action == "requests":
+            with state.lock:
+                return 200, sorted(state.requests, key=lambda entry: entry["time"])
+        if method == "POST" and action == "faults":
+            if not isinstance(body, list):
+                return 400, {"error": "POST faults takes a JSON list of rules"}
+            state.add_faults(body)
+            return 200, {"faults": len(state.faults)}
+        if method == "POST" and action == "settings":
+            if not isinstance(body, dict):
+                return 400, {"error": "POST settings takes a JSON object"}
+            state.merge_settings(body)
+            return 200, state.settings
+        if method == "GET" and action == "state":
+            return 200, self.dump_state()
+        return 404, {"error": f"unknown admin call {method} /_emulator/{action}"}
+
+    def dump_state(self):
+        """A readable snapshot for debugging (protected settings are never stored, so never shown)."""
+        state = self.state
+        with state.lock:
+            now = time.time()
+            ctx_base = {"settings": state.settings, "faults": state.faults, "subscriptions": []}
+            for sub in state.subscriptions.values():
+                ctx = Ctx(state, now, "GET", "", {}, {}, self.base_url, sub)
+                ctx_base["subscriptions"].append({
+                    "id": sub.id, "tenant": sub.tenant,
+                    "resource_groups": list(sub.resource_groups.values()),
+                    "vms": [compute.vm_body(ctx, vm, True) | {"extensions": [
+                        compute.extension_body(ctx, vm, ext) for ext in vm.extensions.values()]}
+                        for vm in sub.vms.values()],
+                    "scale_sets": [vmss.scale_set_body(ctx, ss) for ss in sub.scale_sets.values()],
+                    "features": {f"{f.namespace}/{f.name}": f.current(now) for f in sub.features.values()},
+                    "providers": {p.namespace: p.current(now) for p in sub.providers.values()},
+                })
+            return ctx_base
+
+    def log(self, entry):
+        with self.state.lock:
+            self.state.requests.append(entry)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "AzureEmulator/1.0"
+    timeout = 120
+    emulator = None  # set by serve()
+
+    def log_message(self, fmt, *args):  # the request log is the admin API, not stderr
+        pass
+
+    def _read_body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status, payload, headers=None):
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        if payload is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Pragma", "no-cache")
+        self.send_header("Expires", "-1")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
+
+    def _dispatch(self):
+        started = time.time()
+        emulator = self.emulator
+        split = urlsplit(self.path)
+        path = split.path
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        raw = self._read_body()
+        method = self.command
+        if path.startswith("/_emulator/"):
+            try:
+                body = json.loads(raw) if raw else None
+                status, payload = emulator.admin(method, path[len("/_emulator/"):].strip("/"), body)
+            except ValueError as exc:
+                status, payload = 400, {"error": str(exc)}
+            self._send(status, payload)
+            return
+        secret_body = path.endswith("/token")  # token endpoints: form bodies are never logged
+        logged_body = None
+        body = None
+        content_type = self.headers.get("Content-Type", "")
+        if raw and not secret_body and "json" in content_type:
+            try:
+                body = json.loads(raw)
+                logged_body = mask_protected(body)
+            except ValueError:
+                body = ValueError
+        status, payload, headers = self._route(method, path, query, raw, body)
+        self._send(status, payload, headers)
+        emulator.log({
+            "method": method, "path": path, "query": query, "status": status, "time": started,
+            "duration_ms": round((time.time() - started) * 1000, 3),
+            "client_request_id": self.headers.get("x-ms-client-request-id"),
+            "user_agent": self.headers.get("User-Agent"), "body": logged_body,
+        })
+
+    def _route(self, method, path, query, raw, body):
+        emulator = self.emulator
+        with emulator.state.lock:
+            fault = emulator.state.take_match_fault(method, path)
+        if fault is not None:
+            return fault.get("status", 500), fault.get("body"), fault.get("headers") or {}
+        parts = path.strip("/").split("/")
+        lowered = path.lower()
+        if lowered == "/metadata/endpoints":
+            return 200, metadata(emulator.base_url, query.get("api-version", "")), {}
+        if lowered == "/msi/token" and method == "GET":
+            status, payload = auth.msi_response(emulator.state, emulator.base_url, query,
+                                                self.headers.get("X-IDENTITY-HEADER"), emulator.msi_header)
+            return status, payload, {}
+        if len(parts) >= 3 and lowered.endswith("/.well-known/openid-configuration") and method == "GET":
+            tenant = parts[0]
+            if not emulator.state.tenant_known(tenant):
+                return 400, {"error": "invalid_tenant",
+                             "error_description": f"AADSTS90002: Tenant '{tenant}' not found."}, {}
+            return 200, auth.openid_configuration(emulator.base_url, tenant), {}
+        if len(parts) == 4 and lowered.endswith("/oauth2/v2.0/token") and method == "POST":
+            form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+            status, payload = auth.token_response(emulator.state, emulator.base_url, parts[0], form)
+            return status, payload, {}
+        if lowered.startswith(("/subscriptions", "/providers")):
+            if body is ValueError:
+                return 400, {"error": {"code": "InvalidRequestContent",
+                                       "message": "The request content was invalid and could not be deserialized."}}, {}
+            return emulator.arm(method, path, query, self.headers, body)
+        return 404, {"error": {"code": "NotFound", "message": f"No endpoint at {path}."}}, {}
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+    def __init__(self, address, handler, context):
+        super().__init__(address, handler)
+        self.context = context
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        # The TLS handshake runs in the worker thread, so one slow client cannot stall accept().
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+
+def write_endpoint(state_dir, emulator, ca_path):
+    sub = next(iter(emulator.state.subscriptions.values()))
+    client_id, principal = next(iter(sub.service_principals.items()))
+    base = emulator.base_url
+    info = {
+        "base_url": base,
+        "ca_bundle": ca_path,
+        "env": {
+            "AZURE_CLOUD_ENVIRONMENT": base,
+            "AZURE_SUBSCRIPTION_ID": sub.id,
+            "AZURE_CLIENT_ID": client_id,
+            "AZURE_SECRET": principal["secret"] or "",
+            "AZURE_TENANT": sub.tenant,
+            "REQUESTS_CA_BUNDLE": ca_path,
+        },
+        "msi_endpoint": f"{base}/msi/token",
+        "msi_header": emulator.msi_header,
+        "audience": ARM_AUDIENCE,
+        "pid": os.getpid(),
+    }
+    path = os.path.join(state_dir, "endpoint.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="HTTPS emulator of the Azure endpoints used by azure_vm.extensions")
+    parser.add_argument("--state-dir", required=True, help="directory for the CA, certificates and endpoint.json")
+    parser.add_argument("--seed", default=DEFAULT_SEED, help="YAML seed (see seed.example.yml)")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = pick a free one)")
+    args = parser.parse_args(argv)
+
+    os.makedirs(args.state_dir, exist_ok=True)
+    with open(args.seed, encoding="utf-8") as handle:
+        seed = yaml.safe_load(handle) or {}
+    emulator = Emulator(seed, os.path.abspath(args.state_dir))
+    if not emulator.state.subscriptions:
+        parser.error("the seed defines no subscription")
+    ca_path, cert_path, key_path = make_certificates(emulator.state_dir)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+
+    Handler.emulator = emulator
+    server = Server(("127.0.0.1", args.port), Handler, context)
+    emulator.base_url = f"https://127.0.0.1:{server.server_address[1]}"
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    write_endpoint(emulator.state_dir, emulator, ca_path)
+    print(f"azure-emulator listening on {emulator.base_url}", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    server.server_close()
+    return 0

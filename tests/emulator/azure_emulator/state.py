@@ -1,0 +1,385 @@
+"""The emulated world: subscriptions, VMs, scale sets, catalogue, features, plus faults, settings and the log.
+
+Everything lives in one State object guarded by one lock; the HTTP threads take the lock for each request,
+which is cheap because no handler does I/O while holding it. Time-dependent behaviour (handlers running,
+features registering) is stored as start/end timestamps and resolved lazily when read, so nothing needs
+background timers and the outcome of a run is fixed the moment it starts (deterministic tests).
+"""
+import copy
+import re
+import threading
+import uuid
+
+
+DEFAULT_SETTINGS = {
+    "handler_duration_s": 1.0,
+    "delete_duration_s": 0.5,
+    "feature_registration_s": 2.0,
+    "provider_registration_s": 1.0,
+    # ARM's per-subscription budgets: 1200 writes and 12000 reads per hour.
+    "throttle": {"writes": 1200, "reads": 12000, "window_s": 3600.0},
+    "page_size": 10,
+}
+
+ARM_AUDIENCE = "https://management.azure-emulator.local/"
+
+
+class SeedError(ValueError):
+    """The seed file is not what seed.example.yml documents."""
+
+
+def stable_id(*parts):
+    """A deterministic GUID for a resource (vmId, principal ids): same seed, same ids."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(str(p).lower() for p in parts)))
+
+
+class HandlerRun:
+    """One execution of an extension handler on one VM or scale-set instance.
+
+    end is None for a handler that never finishes (the `timeout` fault). `message` is the final status message
+    already shaped the way the real handler reports it.
+    """
+
+    def __init__(self, start, end, outcome, message, kind="Creating", stdout="", stderr=""):
+        self.start, self.end, self.outcome, self.message = start, end, outcome, message
+        self.kind, self.stdout, self.stderr = kind, stdout, stderr
+
+    def finished(self, now):
+        return self.end is not None and now >= self.end
+
+    def provisioning_state(self, now):
+        if not self.finished(now):
+            return self.kind
+        return "Succeeded" if self.outcome == "succeeded" else "Failed"
+
+
+class Extension:
+    """An extension as the VM (or scale-set instance) holds it: public properties plus the last handler run."""
+
+    def __init__(self, name, props, run, location=None, tags=None, has_protected=False, version=0):
+        self.name = name
+        self.props = props          # ARM-shaped public properties (publisher, type, typeHandlerVersion, settings...)
+        self.run = run
+        self.location = location
+        self.tags = tags
+        self.has_protected = has_protected  # protected settings are remembered only as "present"
+        self.deleting_until = None  # set while a DELETE is in progress
+        self.version = version      # scale-set model version in which this definition last changed
+
+
+class VM:
+    def __init__(self, sub, rg, name, location, os_type, power_state, agent_status, agent_version):
+        self.sub, self.rg, self.name, self.location = sub, rg, name, location
+        self.os_type, self.power_state = os_type, power_state
+        self.agent_status, self.agent_version = agent_status, agent_version
+        self.extensions = {}        # lower-case name -> Extension, insertion ordered
+        self.busy_until = 0.0       # extension operations on one VM are serialized; None = forever
+        self.vm_id = stable_id(sub, rg, "vm", name)
+
+    def key(self):
+        return self.name
+
+
+class Instance:
+    """A scale-set instance: the model version it runs and its own copy of the extensions."""
+
+    def __init__(self, instance_id, model_version):
+        self.instance_id = str(instance_id)
+        self.model_version = model_version
+        self.extensions = {}
+        self.pending = []           # [(at, model_version, {lower name: Extension})] upgrades not yet applied
+
+
+class ScaleSet:
+    def __init__(self, sub, rg, name, location, os_type, upgrade_mode, max_batch_pct, agent_status, agent_version):
+        self.sub, self.rg, self.name, self.location, self.os_type = sub, rg, name, location, os_type
+        self.upgrade_mode, self.max_batch_pct = upgrade_mode, max_batch_pct
+        self.agent_status, self.agent_version = agent_status, agent_version
+        self.model_version = 1
+        self.extensions = {}        # the model: lower name -> Extension (run = the model update's own run)
+        self.instances = []
+        self.busy_until = 0.0
+        self.unique_id = stable_id(sub, rg, "vmss", name)
+
+
+class Operation:
+    """An Azure-AsyncOperation: InProgress until `end` (None = never), then Succeeded or Failed with `error`."""
+
+    def __init__(self, op_id, location, start, end, error=None):
+        self.id, self.location, self.start, self.end, self.error = op_id, location, start, end, error
+
+    def status(self, now):
+        if self.end is None or now < self.end:
+            return "InProgress"
+        return "Failed" if self.error else "Succeeded"
+
+
+class Subscription:
+    def __init__(self, sub_id, tenant, display_name):
+        self.id, self.tenant, self.display_name = sub_id, tenant, display_name
+        self.service_principals = {}    # lower client id -> {"secret": str|None, "federated": bool}
+        self.managed_identities = []    # client ids; the first one answers when no client_id is asked for
+        self.resource_groups = {}       # lower name -> {"name", "location"}
+        self.vms = {}                   # (lower rg, lower name) -> VM
+        self.scale_sets = {}            # (lower rg, lower name) -> ScaleSet
+        self.features = {}              # (lower ns, lower name) -> Feature
+        self.providers = {}             # lower ns -> Feature-like record for registrationState
+
+
+class Transition:
+    """A registration state that moves on its own: `state` now, `target` from `until` on."""
+
+    def __init__(self, namespace, name, state):
+        self.namespace, self.name, self.state = namespace, name, state
+        self.target, self.until = None, None
+
+    def current(self, now):
+        if self.until is not None and now >= self.until:
+            self.state, self.target, self.until = self.target, None, None
+        return self.state
+
+    def move(self, via, target, now, duration):
+        self.state, self.target, self.until = via, target, now + duration
+
+
+def _agent(spec, os_type):
+    agent = spec.get("agent") or {}
+    default_version = "2.7.41491.1102" if os_type == "Windows" else "2.9.1.1"
+    status = agent.get("status", "Ready")
+    if status not in ("Ready", "NotReady"):
+        raise SeedError(f"agent status must be Ready or NotReady, not {status!r}")
+    return status, str(agent.get("version", default_version))
+
+
+def _seed_extension(spec, location, os_type):
+    """An extension from the seed, already in its final state (its handler ran before the emulator started)."""
+    from . import handlers  # local import: handlers imports this module
+
+    try:
+        props = {
+            "publisher": spec["publisher"],
+            "type": spec["type"],
+            "typeHandlerVersion": str(spec["type_handler_version"]),
+            "autoUpgradeMinorVersion": bool(spec.get("auto_upgrade_minor_version", True)),
+        }
+    except KeyError as exc:
+        raise SeedError(f"extension {spec.get('name')!r} needs {exc.args[0]}") from None
+    for seed_key, arm_key in (("settings", "settings"), ("enable_automatic_upgrade", "enableAutomaticUpgrade"),
+                              ("suppress_failures", "suppressFailures"), ("force_update_tag", "forceUpdateTag"),
+                              ("provision_after_extensions", "provisionAfterExtensions")):
+        if seed_key in spec:
+            props[arm_key] = spec[seed_key]
+    state = spec.get("state", "Succeeded")
+    if state not in ("Succeeded", "Failed"):
+        raise SeedError(f"extension {spec['name']!r}: state must be Succeeded or Failed")
+    outcome = "succeeded" if state == "Succeeded" else "failed"
+    message = spec.get("message")
+    if message is None:
+        message = handlers.status_message(props, os_type, outcome, None, spec.get("stdout", ""), spec.get("stderr", ""))
+    run = HandlerRun(0.0, 0.0, outcome, message, stdout=spec.get("stdout", ""), stderr=spec.get("stderr", ""))
+    return Extension(spec["name"], props, run, location=location, tags=spec.get("tags"),
+                     has_protected=bool(spec.get("protected_settings")))
+
+
+def _os_type(spec):
+    os_type = spec.get("os_type", "Linux")
+    if os_type not in ("Linux", "Windows"):
+        raise SeedError(f"os_type must be Linux or Windows, not {os_type!r}")
+    return os_type
+
+
+class State:
+    """The whole emulated world plus the admin-controlled knobs; rebuilt from the seed by reset()."""
+
+    def __init__(self, seed):
+        self.lock = threading.RLock()
+        self.seed = seed
+        self.reset()
+
+    # --- seed -------------------------------------------------------------------------------------------
+    def reset(self):
+        with self.lock:
+            self.settings = copy.deepcopy(DEFAULT_SETTINGS)
+            for key, value in (self.seed.get("settings") or {}).items():
+                self._merge_setting(key, value)
+            self.faults = []            # [{"rule": dict, "remaining": int|None}]
+            self.requests = []
+            self.throttle = {}          # sub id -> {"start", "reads", "writes"}
+            self.operations = {}        # op id -> Operation
+            self.images = self._load_images(self.seed.get("extension_images") or {})
+            self.subscriptions = {}
+            for spec in self.seed.get("subscriptions") or []:
+                self._load_subscription(spec)
+            for vm_set in self.seed.get("vm_sets") or []:
+                sub = self.subscriptions.get(str(vm_set.get("subscription", "")).lower()) \
+                    or next(iter(self.subscriptions.values()))
+                self._load_vm_set(sub, vm_set)
+
+    def _merge_setting(self, key, value):
+        if key not in DEFAULT_SETTINGS:
+            raise ValueError(f"unknown setting {key!r}; known: {sorted(DEFAULT_SETTINGS)}")
+        if key == "throttle":
+            if not isinstance(value, dict) or set(value) - {"writes", "reads", "window_s"}:
+                raise ValueError("throttle takes an object with writes, reads and window_s")
+            self.settings["throttle"].update(value)
+            self.throttle = {}
+        else:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"setting {key!r} must be a non-negative number")
+            self.settings[key] = int(value) if key == "page_size" else float(value)
+
+    def merge_settings(self, values):
+        with self.lock:
+            for key, value in values.items():
+                self._merge_setting(key, value)
+
+    @staticmethod
+    def _load_images(spec):
+        """location -> lower publisher -> lower type -> {"publisher", "type", "os", "versions"} (canonical casing)."""
+        images = {}
+        for location, publishers in spec.items():
+            per_location = images.setdefault(location.lower(), {})
+            for publisher, types in (publishers or {}).items():
+                for type_name, entry in (types or {}).items():
+                    if isinstance(entry, list):
+                        entry = {"versions": entry}
+                    per_location.setdefault(publisher.lower(), {})[type_name.lower()] = {
+                        "publisher": publisher, "type": type_name, "os": entry.get("os"),
+                        "versions": [str(v) for v in entry.get("versions") or []]}
+        return images
+
+    def _load_subscription(self, spec):
+        try:
+            sub = Subscription(str(spec["id"]), str(spec["tenant"]), spec.get("name", "Emulator Subscription"))
+        except KeyError as exc:
+            raise SeedError(f"a subscription needs {exc.args[0]}") from None
+        self.subscriptions[sub.id.lower()] = sub
+        for sp in spec.get("service_principals") or []:
+            sub.service_principals[str(sp["client_id"]).lower()] = {
+                "secret": sp.get("secret"), "federated": bool(sp.get("federated", False))}
+        sub.managed_identities = [str(mi["client_id"]) for mi in spec.get("managed_identities") or []]
+        for rg_spec in spec.get("resource_groups") or []:
+            rg = {"name": rg_spec["name"], "location": rg_spec.get("location", "westeurope")}
+            sub.resource_groups[rg["name"].lower()] = rg
+            for vm_spec in rg_spec.get("vms") or []:
+                self._load_vm(sub, rg, vm_spec)
+            for ss_spec in rg_spec.get("scale_sets") or []:
+                self._load_scale_set(sub, rg, ss_spec)
+        for vm_set in spec.get("vm_sets") or []:
+            self._load_vm_set(sub, vm_set)
+        for namespace, features in (spec.get("features") or {}).items():
+            for name, state in (features or {}).items():
+                sub.features[(namespace.lower(), name.lower())] = Transition(namespace, name, state)
+        for namespace, state in (spec.get("providers") or {}).items():
+            sub.providers[namespace.lower()] = Transition(namespace, namespace, state)
+
+    def _load_vm(self, sub, rg, spec):
+        os_type = _os_type(spec)
+        status, version = _agent(spec, os_type)
+        vm = VM(sub.id, rg["name"], spec["name"], spec.get("location", rg["location"]), os_type,
+                spec.get("power_state", "running"), status, version)
+        for ext_spec in spec.get("extensions") or []:
+            ext = _seed_extension(ext_spec, vm.location, os_type)
+            vm.extensions[ext.name.lower()] = ext
+        sub.vms[(rg["name"].lower(), vm.name.lower())] = vm
+
+    def _load_vm_set(self, sub, spec):
+        """`vm_sets` entries generate many alike VMs: prefix "fleet-", count 20 -> fleet-001 .. fleet-020."""
+        rg_name = spec["resource_group"]
+        rg = sub.resource_groups.setdefault(rg_name.lower(), {"name": rg_name,
+                                                              "location": spec.get("location", "westeurope")})
+        width = max(3, len(str(spec["count"])))
+        for index in range(1, int(spec["count"]) + 1):
+            vm_spec = {k: v for k, v in spec.items() if k not in ("prefix", "count", "resource_group", "subscription")}
+            vm_spec["name"] = f"{spec['prefix']}{index:0{width}d}"
+            self._load_vm(sub, rg, vm_spec)
+
+    def _load_scale_set(self, sub, rg, spec):
+        os_type = _os_type(spec)
+        status, version = _agent(spec, os_type)
+        mode = spec.get("upgrade_policy", "Manual")
+        if mode not in ("Manual", "Automatic", "Rolling"):
+            raise SeedError(f"scale set {spec['name']!r}: upgrade_policy must be Manual, Automatic or Rolling")
+        vmss = ScaleSet(sub.id, rg["name"], spec["name"], spec.get("location", rg["location"]), os_type, mode,
+                        int(spec.get("max_batch_instance_percent", 20)), status, version)
+        for ext_spec in spec.get("extensions") or []:
+            ext = _seed_extension(ext_spec, None, os_type)
+            ext.version = vmss.model_version
+            vmss.extensions[ext.name.lower()] = ext
+        ids = spec.get("instances")
+        if ids is None:
+            ids = range(int(spec.get("capacity", 2)))
+        for instance_id in ids:
+            instance = Instance(instance_id, vmss.model_version)
+            for key, ext in vmss.extensions.items():
+                instance.extensions[key] = copy.copy(ext)
+            vmss.instances.append(instance)
+        sub.scale_sets[(rg["name"].lower(), vmss.name.lower())] = vmss
+
+    # --- faults -----------------------------------------------------------------------------------------
+    def add_faults(self, rules):
+        with self.lock:
+            for rule in rules:
+                if not isinstance(rule, dict) or ("match" in rule) == ("extension" in rule):
+                    raise ValueError("each fault rule needs exactly one of 'match' or 'extension'")
+                if "extension" in rule:
+                    ext = rule["extension"]
+                    if not {"vm", "name"} <= set(ext):
+                        raise ValueError("an extension fault needs 'vm' and 'name'")
+                    if ext.get("outcome", "failed") not in ("succeeded", "failed", "timeout"):
+                        raise ValueError("outcome must be succeeded, failed or timeout")
+                else:
+                    if "respond" not in rule:
+                        raise ValueError("a match fault needs 'respond'")
+                times = rule.get("times")
+                self.faults.append({"rule": rule, "remaining": None if times is None else int(times)})
+
+    def take_match_fault(self, method, path):
+        """The first live `match` rule for this request, consuming one of its `times`."""
+        for fault in self.faults:
+            match = fault["rule"].get("match")
+            if match is None or fault["remaining"] == 0:
+                continue
+            if match.get("method") and match["method"].upper() != method:
+                continue
+            if match.get("path") and not re.search(match["path"], path):
+                continue
+            if fault["remaining"] is not None:
+                fault["remaining"] -= 1
+            return fault["rule"]["respond"]
+        return None
+
+    def take_extension_fault(self, target, name):
+        """The first live `extension` rule for this VM ("vm" or "vmss/instanceId") and extension name."""
+        for fault in self.faults:
+            ext = fault["rule"].get("extension")
+            if ext is None or fault["remaining"] == 0:
+                continue
+            if ext["vm"].lower() == target.lower() and ext["name"].lower() == name.lower():
+                if fault["remaining"] is not None:
+                    fault["remaining"] -= 1
+                return ext
+        return None
+
+    # --- lookups ----------------------------------------------------------------------------------------
+    def find_principal(self, tenant, client_id):
+        for sub in self.subscriptions.values():
+            if sub.tenant.lower() == tenant.lower() and client_id.lower() in sub.service_principals:
+                return sub.service_principals[client_id.lower()]
+        return None
+
+    def tenant_known(self, tenant):
+        return any(sub.tenant.lower() == tenant.lower() for sub in self.subscriptions.values())
+
+    def managed_identity(self, client_id):
+        """(tenant, client id) of the identity asked for, or of the default one when client_id is None."""
+        for sub in self.subscriptions.values():
+            for mi in sub.managed_identities:
+                if client_id is None or mi.lower() == client_id.lower():
+                    return sub.tenant, mi
+        return None
+
+    def new_operation(self, location, start, end, error=None):
+        op = Operation(str(uuid.uuid4()), location, start, end, error)
+        self.operations[op.id] = op
+        return op

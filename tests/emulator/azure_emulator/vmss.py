@@ -1,0 +1,317 @@
+"""Microsoft.Compute scale sets: the extension model, per-instance copies and the three upgrade policies.
+
+Writes change only the model (bumping its version). Instances keep the model version they run until they are
+upgraded: by POST manualupgrade (Manual), right away (Automatic), or batch after batch of
+maxBatchInstancePercent (Rolling, also via POST extensionRollingUpgrade). Upgrades are scheduled as pending
+entries with a start time and applied lazily when the clock reaches them.
+"""
+import copy
+import math
+
+import azure.mgmt.compute.models as compute_models
+
+from . import handlers
+from .arm import COMPUTE, busy, conflict, lookup
+from .compute import canonical_props, check_extension_body
+from .errors import ArmError, not_found
+from .state import Extension, HandlerRun
+from .validation import validate_model
+
+VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
+
+
+def vmss_id(ss):
+    return f"/subscriptions/{ss.sub}/resourceGroups/{ss.rg}/providers/{VMSS_TYPE}/{ss.name}"
+
+
+def settle(ss, now):
+    """Apply upgrades whose start time has come and drop model extensions whose delete finished."""
+    for key in [k for k, e in ss.extensions.items() if e.deleting_until is not None and now >= e.deleting_until]:
+        del ss.extensions[key]
+    for instance in ss.instances:
+        while instance.pending and instance.pending[0][0] <= now:
+            dummy, version, extensions = instance.pending.pop(0)
+            instance.model_version, instance.extensions = version, extensions
+
+
+def find_scale_set(ctx, rg, name):
+    ss = lookup(ctx.sub.scale_sets, ctx, rg, name, VMSS_TYPE)
+    settle(ss, ctx.now)
+    return ss
+
+
+def _live_model(ss):
+    return {k: e for k, e in ss.extensions.items() if e.deleting_until is None}
+
+
+def model_extension_body(ctx, ss, ext, provisioning_state=None):
+    if provisioning_state is None:
+        provisioning_state = "Deleting" if ext.deleting_until is not None else ext.run.provisioning_state(ctx.now)
+    return {"name": ext.name, "id": f"{vmss_id(ss)}/extensions/{ext.name}",
+            "type": f"{VMSS_TYPE}/extensions", "properties": dict(ext.props, provisioningState=provisioning_state)}
+
+
+def scale_set_body(ctx, ss):
+    return {
+        "name": ss.name, "id": vmss_id(ss), "type": VMSS_TYPE, "location": ss.location,
+        "sku": {"name": "Standard_B2s", "tier": "Standard", "capacity": len(ss.instances)},
+        "properties": {
+            "uniqueId": ss.unique_id,
+            "upgradePolicy": _upgrade_policy(ss),
+            "provisioningState": "Updating" if busy(ss.busy_until, ctx.now) else "Succeeded",
+            "virtualMachineProfile": {
+                "osProfile": {"computerNamePrefix": ss.name[:9], "adminUsername": "azureuser"},
+                "storageProfile": {"osDisk": {"osType": ss.os_type, "createOption": "FromImage"}},
+                "extensionProfile": {"extensions": [model_extension_body(ctx, ss, e)
+                                                    for e in _live_model(ss).values()]},
+            },
+        },
+    }
+
+
+def _upgrade_policy(ss):
+    policy = {"mode": ss.upgrade_mode}
+    if ss.upgrade_mode == "Rolling":
+        policy["rollingUpgradePolicy"] = {"maxBatchInstancePercent": ss.max_batch_pct,
+                                          "maxUnhealthyInstancePercent": 20,
+                                          "maxUnhealthyUpgradedInstancePercent": 20,
+                                          "pauseTimeBetweenBatches": "PT0S"}
+    return policy
+
+
+# --- upgrades -------------------------------------------------------------------------------------------------
+def _upgraded_extensions(ctx, ss, instance, at):
+    """The instance's extensions after applying the current model at time `at`; handlers run for changes."""
+    result, failures = {}, []
+    for key, model_ext in _live_model(ss).items():
+        current = instance.extensions.get(key)
+        if current is not None and current.version == model_ext.version:
+            result[key] = current
+            continue
+        run = handlers.start_run(ctx.state, f"{ss.name}/{instance.instance_id}", model_ext.name, model_ext.props,
+                                 ss.os_type, "Creating" if current is None else "Updating", at,
+                                 agent_ready=ss.agent_status == "Ready")
+        ext = copy.copy(model_ext)
+        ext.run, ext.deleting_until = run, None
+        result[key] = ext
+        if run.outcome == "failed":
+            failures.append((model_ext, run))
+    ends = [e.run.end for e in result.values() if e.run.start == at]
+    end = None if None in ends else max(ends, default=at)
+    return result, failures, end
+
+
+def _schedule(ctx, ss, instances, batch_size=None):
+    """Upgrade `instances` to the current model (in batches when batch_size is set); return the operation."""
+    batch_size = batch_size or len(instances) or 1
+    start, end, error = ctx.now, ctx.now, None
+    for index in range(0, len(instances), batch_size):
+        batch_end = start
+        for instance in instances[index:index + batch_size]:
+            extensions, failures, finish = _upgraded_extensions(ctx, ss, instance, start)
+            instance.pending = [p for p in instance.pending if p[0] < start] + [(start, ss.model_version, extensions)]
+            if failures and error is None:
+                model_ext, run = failures[0]
+                error = handlers.provisioning_error(model_ext.name, model_ext.props, run)
+            batch_end = None if finish is None or batch_end is None else max(batch_end, finish)
+        end = batch_end
+        if end is None or error is not None:
+            break  # a rolling upgrade stops at the first failed (or never-ending) batch
+        start = end
+    ss.busy_until = end
+    settle(ss, ctx.now)
+    return ctx.state.new_operation(ss.location, ctx.now, end, error)
+
+
+def _batch_size(ss):
+    return max(1, math.ceil(len(ss.instances) * ss.max_batch_pct / 100))
+
+
+def _after_model_change(ctx, ss):
+    """Automatic and Rolling scale sets roll the new model out at once; Manual ones wait for manualupgrade."""
+    if ss.upgrade_mode == "Automatic":
+        return _schedule(ctx, ss, ss.instances)
+    if ss.upgrade_mode == "Rolling":
+        return _schedule(ctx, ss, ss.instances, _batch_size(ss))
+    return ctx.state.new_operation(ss.location, ctx.now, ctx.now)
+
+
+def _writable(ctx, ss, operation):
+    if busy(ss.busy_until, ctx.now):
+        raise conflict("VM scale set", ss.name, operation)
+
+
+def _finish_model_ext(ext, op):
+    """The model extension's provisioningState follows the operation that rolled it out."""
+    outcome = "failed" if op.error else "succeeded"
+    ext.run = HandlerRun(op.start, op.end, outcome, (op.error or {}).get("message", ""), ext.run.kind)
+
+
+# --- extensions -----------------------------------------------------------------------------------------------
+def put_extension(ctx, sub, rg, vmss, name):
+    ss = find_scale_set(ctx, rg, vmss)
+    existing = ss.extensions.get(name.lower())
+    if existing is not None and existing.deleting_until is not None:
+        existing = None
+    properties = check_extension_body(ctx.body, compute_models.VirtualMachineScaleSetExtension, new=existing is None)
+    _writable(ctx, ss, "PutVMScaleSetExtension")
+    kind = "Creating" if existing is None else "Updating"
+    ss.model_version += 1
+    ext = Extension(existing.name if existing else name, canonical_props(ctx.state, ss.location, properties),
+                    HandlerRun(ctx.now, ctx.now, "succeeded", "", kind),
+                    has_protected="protectedSettings" in properties, version=ss.model_version)
+    ss.extensions[name.lower()] = ext
+    op = _after_model_change(ctx, ss)
+    _finish_model_ext(ext, op)
+    return (201 if existing is None else 200), model_extension_body(ctx, ss, ext, kind), ctx.async_headers(op)
+
+
+def patch_extension(ctx, sub, rg, vmss, name):
+    ss = find_scale_set(ctx, rg, vmss)
+    ext = ss.extensions.get(name.lower())
+    if ext is None or ext.deleting_until is not None:
+        raise not_found(f"{VMSS_TYPE}/{ss.name}/extensions", name, ss.rg)
+    properties = check_extension_body(ctx.body, compute_models.VirtualMachineScaleSetExtensionUpdate, new=False)
+    _writable(ctx, ss, "PatchVMScaleSetExtension")
+    ss.model_version += 1
+    merged = dict(ext.props, **{k: v for k, v in properties.items() if k != "protectedSettings"})
+    new = Extension(ext.name, canonical_props(ctx.state, ss.location, merged),
+                    HandlerRun(ctx.now, ctx.now, "succeeded", "", "Updating"),
+                    has_protected=ext.has_protected or "protectedSettings" in properties, version=ss.model_version)
+    ss.extensions[name.lower()] = new
+    op = _after_model_change(ctx, ss)
+    _finish_model_ext(new, op)
+    return 200, model_extension_body(ctx, ss, new, "Updating"), ctx.async_headers(op)
+
+
+def get_extension(ctx, sub, rg, vmss, name):
+    ss = find_scale_set(ctx, rg, vmss)
+    ext = ss.extensions.get(name.lower())
+    if ext is None:
+        raise not_found(f"{VMSS_TYPE}/{ss.name}/extensions", name, ss.rg)
+    return 200, model_extension_body(ctx, ss, ext)
+
+
+def list_extensions(ctx, sub, rg, vmss):
+    ss = find_scale_set(ctx, rg, vmss)
+    return 200, ctx.page([model_extension_body(ctx, ss, e) for e in ss.extensions.values()])
+
+
+def delete_extension(ctx, sub, rg, vmss, name):
+    ss = find_scale_set(ctx, rg, vmss)
+    ext = ss.extensions.get(name.lower())
+    if ext is None:
+        return 204, None
+    _writable(ctx, ss, "DeleteVMScaleSetExtension")
+    ext.deleting_until = ctx.now + ctx.state.settings["delete_duration_s"]
+    ss.model_version += 1
+    op = _after_model_change(ctx, ss)
+    end = ext.deleting_until if op.end is None else max(op.end, ext.deleting_until)
+    op.end = None if op.end is None else end
+    ss.busy_until = op.end
+    return 202, None, ctx.async_headers(op, with_location=True)
+
+
+def manual_upgrade(ctx, sub, rg, vmss):
+    ss = find_scale_set(ctx, rg, vmss)
+    validate_model(ctx.body, compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs)
+    by_id = {i.instance_id: i for i in ss.instances}
+    wanted = [str(i) for i in ctx.body["instanceIds"]]
+    unknown = [i for i in wanted if i not in by_id]
+    if unknown:
+        raise ArmError(400, "InvalidParameter",
+                       f"The provided instanceId {unknown[0]} is not an active Virtual Machine Scale Set VM instanceId.",
+                       target="instanceIds")
+    _writable(ctx, ss, "ManualUpgradeVMScaleSet")
+    op = _schedule(ctx, ss, [by_id[i] for i in wanted])
+    return 202, None, ctx.async_headers(op, with_location=True)
+
+
+def extension_rolling_upgrade(ctx, sub, rg, vmss):
+    ss = find_scale_set(ctx, rg, vmss)
+    _writable(ctx, ss, "ExtensionRollingUpgrade")
+    op = _schedule(ctx, ss, ss.instances, _batch_size(ss))
+    return 202, None, ctx.async_headers(op, with_location=True)
+
+
+# --- scale set and instances ----------------------------------------------------------------------------------
+def get_scale_set(ctx, sub, rg, vmss):
+    return 200, scale_set_body(ctx, find_scale_set(ctx, rg, vmss))
+
+
+def list_scale_sets(ctx, sub, rg):
+    ctx.resource_group(rg)
+    sets = [ss for (ss_rg, dummy), ss in ctx.sub.scale_sets.items() if ss_rg == rg.lower()]
+    for ss in sets:
+        settle(ss, ctx.now)
+    return 200, ctx.page([scale_set_body(ctx, ss) for ss in sets])
+
+
+def instance_view(ctx, ss, instance):
+    exts = list(instance.extensions.values())
+    view = {
+        "platformUpdateDomain": 0, "platformFaultDomain": 0, "computerName": f"{ss.name[:9]}{int(instance.instance_id):06X}"
+        if instance.instance_id.isdigit() else instance.instance_id,
+        "vmAgent": handlers.vm_agent_view(ctx.state, ss.agent_status, ss.agent_version, exts, ss.location, ctx.now),
+        "extensions": [handlers.extension_instance_view(ctx.state, e, ss.os_type, ss.location, ctx.now) for e in exts],
+        "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"},
+                     {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"}],
+    }
+    return view
+
+
+def instance_body(ctx, ss, instance, with_view):
+    properties = {
+        "latestModelApplied": instance.model_version == ss.model_version,
+        "provisioningState": "Updating" if instance.pending else "Succeeded",
+        "vmId": f"{ss.unique_id[:-4]}{int(instance.instance_id) % 10000:04d}" if instance.instance_id.isdigit()
+        else ss.unique_id,
+    }
+    if with_view:
+        properties["instanceView"] = instance_view(ctx, ss, instance)
+    return {
+        "name": f"{ss.name}_{instance.instance_id}", "instanceId": instance.instance_id,
+        "id": f"{vmss_id(ss)}/virtualMachines/{instance.instance_id}",
+        "type": f"{VMSS_TYPE}/virtualMachines", "location": ss.location,
+        "sku": {"name": "Standard_B2s", "tier": "Standard"}, "properties": properties,
+        "resources": [{"id": f"{vmss_id(ss)}/virtualMachines/{instance.instance_id}/extensions/{e.name}"}
+                      for e in instance.extensions.values()],
+    }
+
+
+def _instance(ss, instance_id):
+    for instance in ss.instances:
+        if instance.instance_id == instance_id:
+            return instance
+    raise not_found(f"{VMSS_TYPE}/{ss.name}/virtualMachines", instance_id, ss.rg)
+
+
+def list_instances(ctx, sub, rg, vmss):
+    ss = find_scale_set(ctx, rg, vmss)
+    expand = ctx.expand_instance_view()
+    return 200, ctx.page([instance_body(ctx, ss, i, expand) for i in ss.instances])
+
+
+def get_instance(ctx, sub, rg, vmss, instance_id):
+    ss = find_scale_set(ctx, rg, vmss)
+    return 200, instance_body(ctx, ss, _instance(ss, instance_id), ctx.expand_instance_view())
+
+
+def get_instance_view(ctx, sub, rg, vmss, instance_id):
+    ss = find_scale_set(ctx, rg, vmss)
+    return 200, instance_view(ctx, ss, _instance(ss, instance_id))
+
+
+def register(router):
+    ss = rf"{COMPUTE}/virtualMachineScaleSets/(?P<vmss>[^/]+)"
+    router.add("GET", rf"{COMPUTE}/virtualMachineScaleSets", list_scale_sets)
+    router.add("GET", ss, get_scale_set)
+    router.add("GET", rf"{ss}/extensions", list_extensions)
+    for method, func in (("PUT", put_extension), ("PATCH", patch_extension), ("GET", get_extension),
+                         ("DELETE", delete_extension)):
+        router.add(method, rf"{ss}/extensions/(?P<name>[^/]+)", func)
+    router.add("POST", rf"{ss}/manualupgrade", manual_upgrade)
+    router.add("POST", rf"{ss}/extensionRollingUpgrade", extension_rolling_upgrade)
+    router.add("GET", rf"{ss}/virtualMachines", list_instances)
+    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)", get_instance)
+    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/instanceView", get_instance_view)

@@ -1,0 +1,65 @@
+"""The admin API: reset, the request log, match faults with times, settings, throttling."""
+import time
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from emulator_clients import RG, compute, raw, vm_path
+
+
+def test_request_log_and_reset(emulator):
+    compute(emulator).virtual_machines.get(RG, "vm-web-01")
+    entries = emulator.arm_requests()
+    (entry,) = entries
+    assert entry["method"] == "GET" and entry["status"] == 200 and entry["query"]["api-version"]
+    assert entry["client_request_id"] and "azsdk-python" in entry["user_agent"]
+    assert entry["duration_ms"] >= 0 and entry["time"] <= time.time()
+    assert not emulator.writes()
+    emulator.reset()
+    assert emulator.requests() == []
+
+
+def test_match_fault_times(emulator):
+    emulator.faults([{"match": {"method": "GET", "path": "virtualMachines/vm-web-01$"},
+                      "respond": {"status": 503, "body": {"error": {"code": "ServiceUnavailable", "message": "x"}},
+                                  "headers": {"Retry-After": "0"}}, "times": 2}])
+    assert compute(emulator).virtual_machines.get(RG, "vm-web-01").name == "vm-web-01"  # retried by azure-core
+    assert [r["status"] for r in emulator.arm_requests()] == [503, 503, 200]
+
+
+def test_match_fault_until_reset(emulator):
+    emulator.faults([{"match": {"path": "/extensions/"}, "respond": {"status": 400, "body": {
+        "error": {"code": "Custom", "message": "injected"}}}}])
+    with pytest.raises(HttpResponseError, match="injected"):
+        compute(emulator).virtual_machine_extensions.get(RG, "vm-web-01", "customScript")
+    with pytest.raises(HttpResponseError, match="injected"):
+        compute(emulator).virtual_machine_extensions.get(RG, "vm-web-01", "customScript")
+    emulator.reset()
+    compute(emulator).virtual_machine_extensions.get(RG, "vm-web-01", "customScript")
+
+
+def test_settings_validation(emulator):
+    assert emulator.settings(page_size=3)["page_size"] == 3
+    with pytest.raises(Exception, match="unknown setting"):
+        emulator.settings(nope=1)
+
+
+def test_throttling(emulator):
+    emulator.settings(throttle={"reads": 3, "window_s": 2})
+    path = vm_path(emulator, "vm-web-01")
+    remaining = [raw(emulator, "GET", path)[1]["x-ms-ratelimit-remaining-subscription-reads"] for dummy in range(3)]
+    assert remaining == ["2", "1", "0"]
+    status, headers, body = raw(emulator, "GET", path)
+    assert status == 429 and body["error"]["code"] == "TooManyRequests" and int(headers["Retry-After"]) >= 1
+    status, headers, dummy = raw(emulator, "PUT", path + "/extensions/x", {})  # writes have their own budget
+    assert status == 400 and headers["x-ms-ratelimit-remaining-subscription-writes"] == "1199"
+    # The SDK honours Retry-After and gets through once the window frees.
+    assert compute(emulator).virtual_machines.get(RG, "vm-web-01").name == "vm-web-01"
+    statuses = [r["status"] for r in emulator.arm_requests()]
+    assert statuses.count(429) >= 2 and statuses[-1] == 200
+
+
+def test_write_budget_headers(emulator):
+    status, headers, dummy = raw(emulator, "DELETE", vm_path(emulator, "vm-web-02", "/extensions/none"))
+    assert status == 204 and "x-ms-ratelimit-remaining-subscription-deletes" in headers
+    assert headers["x-ms-ratelimit-remaining-resource"].startswith("Microsoft.Compute/UpdateVM3Min;")

@@ -1,0 +1,82 @@
+"""Scale-set extensions and the Manual / Automatic / Rolling upgrade policies, with the real compute client."""
+import time
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+from emulator_clients import RG, compute
+
+EXT = {"properties": {"publisher": "Microsoft.Azure.Extensions", "type": "CustomScript", "typeHandlerVersion": "2.1",
+                      "settings": {"commandToExecute": "echo hi"}, "protectedSettings": {"k": "secret"}}}
+
+
+def _instances(client, vmss):
+    return {vm.instance_id: vm for vm in client.virtual_machine_scale_set_vms.list(RG, vmss, expand="instanceView")}
+
+
+def _ext_status(vm, name="cs"):
+    for ext in vm.instance_view.extensions or []:
+        if ext.name == name:
+            return ext.statuses[0].code
+    return None
+
+
+def test_manual_upgrade_with_failing_instance(emulator):
+    emulator.settings(handler_duration_s=0.2, page_size=2)
+    client = compute(emulator)
+    result = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-manual", "cs", EXT).result()
+    assert result.provisioning_state == "Succeeded" and result.protected_settings is None
+    vmss = client.virtual_machine_scale_sets.get(RG, "vmss-manual")
+    assert vmss.sku.capacity == 5 and vmss.upgrade_policy.mode == "Manual"
+    assert [e.name for e in vmss.virtual_machine_profile.extension_profile.extensions] == ["cs"]
+    instances = _instances(client, "vmss-manual")  # paged: page_size 2 -> 3 pages
+    assert sorted(instances) == ["0", "1", "2", "3", "4"]
+    assert not any(vm.latest_model_applied for vm in instances.values())
+    assert instances["0"].name == "vmss-manual_0" and _ext_status(instances["0"]) is None
+
+    emulator.faults([{"extension": {"vm": "vmss-manual/1", "name": "cs", "outcome": "failed",
+                                    "message": "Enable failed: instance one"}, "times": 1}])
+    with pytest.raises(HttpResponseError) as exc:
+        client.virtual_machine_scale_sets.begin_update_instances(RG, "vmss-manual", {"instanceIds": ["0", "1"]}).result()
+    assert "VMExtensionProvisioningError" in str(exc.value) and "instance one" in str(exc.value)
+    instances = _instances(client, "vmss-manual")
+    assert _ext_status(instances["0"]) == "ProvisioningState/succeeded"
+    assert _ext_status(instances["1"]).startswith("ProvisioningState/failed")
+    assert instances["0"].latest_model_applied and not instances["2"].latest_model_applied
+    view = client.virtual_machine_scale_set_vms.get_instance_view(RG, "vmss-manual", "1")
+    assert "instance one" in view.extensions[0].statuses[0].message
+
+    client.virtual_machine_scale_set_extensions.begin_delete(RG, "vmss-manual", "cs").result()
+    assert _ext_status(_instances(client, "vmss-manual")["0"]) is not None  # still there until upgraded
+    client.virtual_machine_scale_sets.begin_update_instances(RG, "vmss-manual", {"instanceIds": ["0"]}).result()
+    assert _ext_status(_instances(client, "vmss-manual")["0"]) is None
+    assert "secret" not in str(emulator.state())
+
+
+def test_automatic_upgrades_all_instances(emulator):
+    emulator.settings(handler_duration_s=0.2)
+    client = compute(emulator)
+    poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "cs", EXT)
+    with pytest.raises(ResourceExistsError):
+        client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "other", EXT)
+    assert poller.result().provisioning_state == "Succeeded"
+    instances = _instances(client, "vmss-auto")
+    assert all(vm.latest_model_applied for vm in instances.values())
+    assert {_ext_status(vm) for vm in instances.values()} == {"ProvisioningState/succeeded"}
+    (listed,) = client.virtual_machine_scale_set_extensions.list(RG, "vmss-auto")
+    assert listed.name == "cs"
+
+
+def test_rolling_upgrades_in_batches(emulator):
+    emulator.settings(handler_duration_s=0.4)
+    client = compute(emulator)
+    poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-rolling", "cs", EXT)
+    time.sleep(0.1)
+    first = _instances(client, "vmss-rolling")
+    assert sorted(i for i, vm in first.items() if _ext_status(vm)) == ["0"]  # 20% of 3 -> batches of one
+    poller.result()
+    assert all(vm.latest_model_applied for vm in _instances(client, "vmss-rolling").values())
+    rolling = client.virtual_machine_scale_set_rolling_upgrades.begin_start_extension_upgrade(RG, "vmss-rolling")
+    rolling.result()
+    ops = [r for r in emulator.writes() if r["path"].endswith("/extensionRollingUpgrade")]
+    assert ops and ops[0]["status"] == 202
