@@ -300,3 +300,19 @@ def vm_agent_result(vm_instance_view):
 def extension_views_by_name(vm_instance_view):
     """Map extension name -> its instance view, from a VM instance view."""
     return dict((view.get("name"), view) for view in (vm_instance_view or {}).get("extensions") or [])
+
+
+def extensions_from_vm(vm):
+    """The extensions of a VM read with $expand=instanceView, each with its handler's instance view attached.
+
+    ARM returns a VM's extension child resources in full under ``resources`` and their instance views under
+    ``properties.instanceView.extensions``: one read answers for the VM, its agent and all its extensions.
+    """
+    views = extension_views_by_name((vm.get("properties") or {}).get("instanceView"))
+    extensions = []
+    for resource in vm.get("resources") or []:
+        props = dict(resource.get("properties") or {})
+        if resource.get("name") in views:
+            props["instanceView"] = views[resource.get("name")]
+        extensions.append(dict(resource, properties=props))
+    return extensions

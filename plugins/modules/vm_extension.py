@@ -298,6 +298,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     changed_properties,
     default_timeout,
     extension_result,
+    extensions_from_vm,
     handler_state,
     handler_version,
     identity_conflicts,
@@ -336,6 +337,13 @@ class VmExtension(object):
                 self.azure.fail("virtual machine %r not found in resource group %r (%s)" % (
                     self.vm_name, self.group, exc.error.code if exc.error else "NotFound"), error_code="NotFound")
             self.azure.fail_azure(exc, "reading", self.vm_id)
+
+    def extension_in(self, vm):
+        """This extension from the VM read (ARM lists a VM's extensions in full), or None."""
+        for ext in extensions_from_vm(vm):
+            if (ext.get("name") or "").lower() == self.name.lower():
+                return ext
+        return None
 
     def read_extension(self):
         try:
@@ -434,9 +442,8 @@ class VmExtension(object):
 
     # ---- states ------------------------------------------------------------------------------------------------
     def absent(self):
-        current = self.read_extension()
+        current = self.extension_in(self.read_vm())  # a missing VM is an error, not "already absent"
         if current is None:
-            self.read_vm()  # a missing VM is an error, not "already absent"
             return dict(changed=False, changes=[], extension={})
         diff = dict(before=extension_result(current), after={})
         if self.azure.check_mode:
@@ -456,7 +463,7 @@ class VmExtension(object):
         params = self.params
         vm = self.read_vm()
         location = params["location"] or vm.get("location")
-        current = self.read_extension()
+        current = self.extension_in(vm)
         if current is not None:
             conflicts = identity_conflicts(params, current)
             if conflicts:

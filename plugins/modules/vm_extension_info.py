@@ -174,32 +174,28 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     resource_id,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    TERMINAL_STATES,
     default_timeout,
     extension_result,
+    extensions_from_vm,
     status_messages,
     vm_agent_result,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
 
 
-def read_extensions(azure, resource_group, vm_name, name):
-    compute = azure.connection.compute
-    target = resource_id(azure.connection.subscription_id, resource_group, "virtualMachines", vm_name)
+def read_vm(azure, resource_group, vm_name):
+    """One read answers for the VM agent and every extension with its instance view."""
     try:
-        if name:
-            try:
-                found = [compute.virtual_machine_extensions.get(resource_group, vm_name, name, expand="instanceView")]
-            except HttpResponseError as exc:
-                if exc.status_code != 404:
-                    raise
-                compute.virtual_machines.get(resource_group, vm_name)  # a missing VM is an error, a missing extension is not
-                found = []
-        else:
-            found = compute.virtual_machine_extensions.list(resource_group, vm_name, expand="instanceView")
-            found = getattr(found, "value", found) or []
+        return azure.connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView").as_dict()
     except HttpResponseError as exc:
-        azure.fail_azure(exc, "reading extensions of", target)
-    return [extension_result(ext.as_dict()) for ext in found]
+        azure.fail_azure(exc, "reading", resource_id(azure.connection.subscription_id, resource_group,
+                                                     "virtualMachines", vm_name))
+
+
+def select(vm, name):
+    return [extension_result(ext) for ext in extensions_from_vm(vm)
+            if not name or (ext.get("name") or "").lower() == name.lower()]
 
 
 def main():
@@ -218,30 +214,27 @@ def main():
     group, vm_name, name = params["resource_group"], params["vm_name"], params["name"]
 
     def fetch():
-        return read_extensions(azure, group, vm_name, name)
+        return read_vm(azure, group, vm_name)
 
-    def settled(extensions):
-        return all(ext["instance_view"]["state"] != "transitioning" and
-                   (ext["provisioning_state"] or "").lower() in ("succeeded", "failed", "canceled")
-                   for ext in extensions)
+    def settled(extension):
+        return (extension.get("instance_view") or {}).get("state") != "transitioning" and \
+            (extension["provisioning_state"] or "").lower() in TERMINAL_STATES
 
-    extensions = fetch()
-    if params["wait"] and not settled(extensions):
-        timeout = params["timeout"] or max(default_timeout(ext["type"]) for ext in extensions)
-        extensions, in_time = poll_until(fetch, settled, timeout, azure.connection.polling_interval)
+    vm = fetch()
+    if params["wait"] and not all(settled(ext) for ext in select(vm, name)):
+        timeout = params["timeout"] or max(default_timeout(ext["type"]) for ext in select(vm, name))
+        vm, in_time = poll_until(fetch, lambda read: all(settled(ext) for ext in select(read, name)), timeout,
+                                 azure.connection.polling_interval)
         if not in_time:
-            pending = [ext["name"] for ext in extensions if not settled([ext])]
+            pending = [ext["name"] for ext in select(vm, name) if not settled(ext)]
             azure.fail("timed out after %ds waiting for extension(s) %s on VM %s to finish" % (
-                timeout, ", ".join(pending), vm_name), extensions=extensions)
-    try:
-        view = azure.connection.compute.virtual_machines.instance_view(group, vm_name).as_dict()
-    except HttpResponseError as exc:
-        azure.fail_azure(exc, "reading the instance view of",
-                         resource_id(azure.connection.subscription_id, group, "virtualMachines", vm_name))
-    result = dict(changed=False, extensions=extensions, vm_agent=vm_agent_result(view))
+                timeout, ", ".join(pending), vm_name), extensions=select(vm, name))
+    extensions = select(vm, name)
+    result = dict(changed=False, extensions=extensions,
+                  vm_agent=vm_agent_result((vm.get("properties") or {}).get("instanceView")))
     if params["query"]:
         result["query_result"] = apply_query(azure, params["query"], result)
-    failed = [ext for ext in extensions if ext["instance_view"]["state"] == "failed"]
+    failed = [ext for ext in extensions if (ext.get("instance_view") or {}).get("state") == "failed"]
     if params["wait"] and failed:
         azure.fail("extension(s) failed on VM %s:\n%s" % (vm_name, "\n".join(
             "%s: %s" % (ext["name"], status_messages(ext["instance_view"])) for ext in failed)), **result)

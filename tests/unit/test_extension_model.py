@@ -135,3 +135,14 @@ def test_vm_agent_readiness():
 def test_mask_secrets_keeps_keys_only():
     assert em.mask_secrets({"a": "x", "b": {"c": 1}, "d": ["y"]}) == {
         "a": em.MASK, "b": {"c": em.MASK}, "d": [em.MASK]}
+
+
+def test_extensions_from_one_vm_read_carry_their_instance_views():
+    vm = {"resources": [{"name": "a", "properties": {"publisher": "P"}}, {"name": "b", "properties": {}}],
+          "properties": {"instanceView": {"extensions": [
+              {"name": "a", "statuses": [{"code": "ProvisioningState/succeeded"}]}]}}}
+    found = em.extensions_from_vm(vm)
+    assert [e["name"] for e in found] == ["a", "b"]
+    assert found[0]["properties"]["instanceView"]["statuses"][0]["code"] == "ProvisioningState/succeeded"
+    assert "instanceView" not in found[1]["properties"]
+    assert em.extensions_from_vm({}) == []

@@ -132,7 +132,8 @@ def vm_body(ctx, vm, with_instance_view=False):
         properties["instanceView"] = instance_view(ctx, vm)
     return {
         "name": vm.name, "id": vm_id(vm), "type": VM_TYPE, "location": vm.location, "properties": properties,
-        "resources": [{"id": f"{vm_id(vm)}/extensions/{ext.name}"} for ext in vm.extensions.values()],
+        # As ARM does: the VM's extension child resources in full (never their protected settings).
+        "resources": [extension_body(ctx, vm, ext) for ext in vm.extensions.values()],
     }
 
 
