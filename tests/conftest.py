@@ -50,6 +50,10 @@ def base_ansible_env():
     return env
 
 
+# Unit tests import module_utils as ansible_collections.azure_vm.extensions.plugins.module_utils.*
+sys.path.insert(0, collections_path())
+
+
 @pytest.fixture(scope="session")
 def ansible_env():
     """Environment for ansible-playbook/ansible-doc with this collection installed; no Azure variables."""

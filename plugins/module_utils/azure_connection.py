@@ -349,15 +349,11 @@ class AzureModule(object):
         self.module.exit_json(**result)
 
 
-def wait_for_poller(poller, timeout, interval=None):
+def wait_for_poller(poller, timeout):
     """Follow an LRO until done or until timeout seconds; return True when it finished in time."""
-    deadline = time.time() + timeout
-    while not poller.done():
-        remaining = deadline - time.time()
-        if remaining <= 0:
-            return False
-        poller.wait(min(remaining, interval or remaining))
-    return True
+    if timeout > 0:
+        poller.wait(timeout)
+    return poller.done()
 
 
 # ARM answers these while another operation holds the resource (Azure serializes operations on one VM).

@@ -46,7 +46,7 @@ def test_arm_requires_token_and_api_version(emulator):
     status, dummy, body = raw(emulator, "GET", vm_path(emulator, "vm-web-01"), token=False)
     assert status == 401 and body["error"]["code"] == "AuthenticationFailed"
     status, dummy, body = raw(emulator, "GET", vm_path(emulator, "vm-web-01"), token=False,
-                          headers={"Authorization": "Bearer not.a.token"})
+                              headers={"Authorization": "Bearer not.a.token"})
     assert status == 401 and body["error"]["code"] == "InvalidAuthenticationToken"
     status, dummy, body = raw(emulator, "GET", vm_path(emulator, "vm-web-01"), query="")
     assert status == 400 and body["error"]["code"] == "MissingApiVersionParameter"

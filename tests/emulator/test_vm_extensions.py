@@ -118,7 +118,7 @@ def test_patch_and_list(fast):
 ])
 def test_bad_bodies(fast, properties, needle):
     status, dummy, body = raw(fast, "PUT", vm_path(fast, "vm-web-02", "/extensions/bad"),
-                          {"location": LOCATION, "properties": properties})
+                              {"location": LOCATION, "properties": properties})
     assert status == 400 and body["error"]["code"] in ("InvalidRequestContent", "BadRequest")
     assert needle in body["error"]["message"]
     status, dummy, body = raw(fast, "PUT", vm_path(fast, "vm-web-02", "/extensions/bad"), {"properties": properties})
