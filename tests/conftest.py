@@ -4,7 +4,6 @@ Every test that touches Azure talks to the emulator in tests/emulator/ through t
 code, with exactly the environment the emulator publishes in its endpoint.json.
 """
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,42 +11,10 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILD_DIR = REPO_ROOT / ".build"
-COLLECTIONS_DIR = BUILD_DIR / "collections"
-VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "emulator"))
 
-sys.path.insert(0, str(REPO_ROOT / "tests" / "emulator"))
-
-
-def collections_path():
-    """Expose the repository as ansible_collections/azure_vm/extensions (a symlink, so edits are live)."""
-    link = COLLECTIONS_DIR / "ansible_collections" / "azure_vm" / "extensions"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(REPO_ROOT, target_is_directory=True)
-    return str(COLLECTIONS_DIR)
-
-
-def base_ansible_env():
-    env = dict(os.environ)
-    # Only the emulator's variables reach Azure code: drop anything the developer's shell may carry.
-    for key in list(env):
-        if key.startswith(("AZURE_", "IDENTITY_", "MSI_", "ANSIBLE_")):
-            del env[key]
-    env.update({
-        "ANSIBLE_COLLECTIONS_PATH": collections_path(),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_LOCAL_TEMP": str(BUILD_DIR / "ansible-tmp"),
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-        # ansible-core ships no json stdout callback (ansible.posix does); the tests bring a minimal one.
-        "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "tests" / "callback_plugins"),
-        "PATH": str(VENV_BIN) + os.pathsep + env.get("PATH", ""),
-    })
-    return env
+from harness import VENV_BIN, base_ansible_env, collections_path  # noqa: E402
 
 
 # Unit tests import module_utils as ansible_collections.azure_vm.extensions.plugins.module_utils.*
@@ -140,12 +107,3 @@ def run_playbook(ansible_env, emulator, tmp_path):
         return outcome
 
     return run
-
-
-def playbook(*tasks, hosts="localhost", gather_facts=False, **play):
-    """YAML text of a one-play playbook with the given task dicts (tests build playbooks from data)."""
-    import yaml
-
-    body = dict(name="test", hosts=hosts, gather_facts=gather_facts, tasks=list(tasks))
-    body.update(play)
-    return yaml.safe_dump([body], sort_keys=False)

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "emulator"))
 
-from conftest import base_ansible_env  # noqa: E402  (the same environment the tests use)
+from harness import base_ansible_env  # noqa: E402  (the same environment the tests use)
 from emulator_control import Emulator  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """The connection layer's auth sources, each against the emulator through the real ansible-playbook."""
 import json
 
-from conftest import playbook
+from harness import playbook
 
 INFO = {"name": "info", "register": "info",
         "azure_vm.extensions.vm_extension_info": {"resource_group": "rg-demo", "vm_name": "vm-web-01"}}

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import playbook
+from harness import playbook
 
 RG = "rg-demo"
 CS = dict(publisher="Microsoft.Azure.Extensions", type="CustomScript", type_handler_version="2.1")

@@ -1,0 +1,187 @@
+# -*- coding: utf-8 -*-
+# Copyright: azure_vm.extensions contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Subscription registrations: preview features (Microsoft.Features) and resource providers.
+
+Neither is a long-running operation in ARM's sense: the register/unregister POST answers 200 at once with a
+transitional state (Registering, Unregistering, Pending), and the state moves on by itself. So the only way to
+know it is done is to GET it again until it settles. States are compared case-insensitively, as ARM's examples
+spell them both ways ("Registered", "registered").
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    HttpResponseError,
+    error_code,
+    poll_until,
+)
+
+DEFAULT_TIMEOUT = 1200  # 20 minutes; seed 001 says a feature registration can take up to 15.
+
+# What each desired state accepts as done. A feature or provider that was never registered is as good as
+# unregistered.
+DONE = {
+    "registered": ("registered",),
+    "unregistered": ("unregistered", "notregistered"),
+}
+# Transitional states that are already heading for the desired state: wait, do not send the POST again.
+HEADING = {
+    "registered": ("registering", "pending"),
+    "unregistered": ("unregistering",),
+}
+TARGET_NAME = {"registered": "Registered", "unregistered": "Unregistered"}
+
+NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)+$")
+FEATURE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+SDK_PACKAGES = {
+    "features": ("azure.mgmt.resource.features", "azure-mgmt-resource-features"),
+    "resources": ("azure.mgmt.resource.resources", "azure-mgmt-resource"),
+}
+
+
+def require_sdk(azure, *clients):
+    """Fail with the pip package to install when an SDK package the module needs is missing."""
+    import importlib
+
+    for client in clients:
+        module_name, package = SDK_PACKAGES[client]
+        try:
+            importlib.import_module(module_name)
+        except ImportError:
+            azure.fail(missing_required_lib(package), exception=traceback.format_exc())
+
+
+def norm(state):
+    return (state or "").lower()
+
+
+def is_done(state, wanted):
+    return norm(state) in DONE[wanted]
+
+
+def is_heading(state, wanted):
+    return norm(state) in HEADING[wanted]
+
+
+def validate_namespace(azure, namespace, option="namespace"):
+    if not NAMESPACE_PATTERN.match(namespace or ""):
+        azure.fail("%s must be a resource provider namespace such as 'Microsoft.Compute'; got %r" % (option, namespace))
+
+
+def validate_feature_name(azure, name):
+    if name is not None and "/" in name:
+        azure.fail("name must be the feature name alone, such as 'AutomaticExtensionUpgradePreview' (give the "
+                   "provider in namespace); got %r" % name)
+    if name is not None and not FEATURE_PATTERN.match(name):
+        azure.fail("name must be a preview feature name such as 'AutomaticExtensionUpgradePreview'; got %r" % name)
+
+
+def validate_timeout(azure):
+    timeout = azure.params.get("timeout")
+    if timeout is not None and timeout <= 0:
+        azure.fail("timeout must be a positive number of seconds; got %r" % timeout)
+
+
+# ---- preview features -----------------------------------------------------------------------------------------
+def feature_id(subscription_id, namespace, name):
+    return "/subscriptions/%s/providers/Microsoft.Features/providers/%s/features/%s" % (
+        subscription_id, namespace, name)
+
+
+def feature_result(feature):
+    """A FeatureResult as the modules return it: namespace and name apart (ARM's name is 'Namespace/Name')."""
+    full_name = getattr(feature, "name", None) or ""
+    feature_id_value = getattr(feature, "id", None) or ""
+    namespace, name = None, full_name
+    if "/" in full_name:
+        namespace, name = full_name.split("/", 1)
+    else:
+        match = re.search(r"/providers/Microsoft\.Features/providers/([^/]+)/features/([^/]+)$", feature_id_value,
+                          re.IGNORECASE)
+        if match:
+            namespace = match.group(1)
+    properties = getattr(feature, "properties", None)
+    return dict(
+        id=feature_id_value,
+        namespace=namespace,
+        name=name,
+        state=getattr(properties, "state", None),
+    )
+
+
+def read_feature(azure, namespace, name, missing_ok=False):
+    """The feature as feature_result(), None when missing and missing_ok, else a clear failure naming it."""
+    try:
+        return feature_result(azure.connection.features.features.get(namespace, name))
+    except HttpResponseError as exc:
+        if exc.status_code == 404:
+            if missing_ok:
+                return None
+            code = error_code(exc) or "NotFound"
+            message = getattr(getattr(exc, "error", None), "message", None) or str(exc)
+            azure.fail("preview feature %s/%s not found in subscription %s (%s: %s). Check the namespace and the "
+                       "name; azure_vm.extensions.preview_feature_info with namespace=%s lists its features."
+                       % (namespace, name, azure.connection.subscription_id, code, message.strip(), namespace),
+                       error_code=code)
+        azure.fail_azure(exc, "reading preview feature",
+                         feature_id(azure.connection.subscription_id, namespace, name))
+
+
+# ---- resource providers ---------------------------------------------------------------------------------------
+def provider_id(subscription_id, namespace):
+    return "/subscriptions/%s/providers/%s" % (subscription_id, namespace)
+
+
+def provider_result(provider):
+    return dict(
+        id=provider.get("id"),
+        namespace=provider.get("namespace"),
+        state=provider.get("registrationState"),
+        registration_policy=provider.get("registrationPolicy"),
+    )
+
+
+def read_provider(azure, namespace, result=None):
+    """The provider as provider_result(); a missing one fails naming it (with result, what the task did so far)."""
+    result = result or {}
+    try:
+        return provider_result(azure.connection.resources.providers.get(namespace))
+    except HttpResponseError as exc:
+        if exc.status_code == 404:
+            code = error_code(exc) or "NotFound"
+            message = getattr(getattr(exc, "error", None), "message", None) or str(exc)
+            azure.fail("resource provider %s not found in subscription %s (%s: %s)" % (
+                namespace, azure.connection.subscription_id, code, message.strip()), error_code=code, **result)
+        azure.fail_azure(exc, "reading resource provider", provider_id(azure.connection.subscription_id, namespace),
+                         **result)
+
+
+def send_provider(azure, namespace, action, result=None):
+    """POST .../providers/{namespace}/register or /unregister; the provider as provider_result()."""
+    result = result or {}
+    providers = azure.connection.resources.providers
+    try:
+        if action == "register":
+            return provider_result(providers.register(namespace))
+        return provider_result(providers.unregister(namespace))
+    except HttpResponseError as exc:
+        azure.fail_azure(exc, "%sing resource provider" % action,
+                         provider_id(azure.connection.subscription_id, namespace), **result)
+
+
+def wait_for_provider(azure, namespace, wanted, timeout, current=None, result=None):
+    """Poll the provider until it is in the wanted state; return (provider, finished_in_time)."""
+    if current is not None and is_done(current["state"], wanted):
+        return current, True
+    return poll_until(lambda: read_provider(azure, namespace, result),
+                      lambda provider: is_done(provider["state"], wanted), timeout,
+                      azure.connection.polling_interval)
