@@ -16,6 +16,9 @@ import hashlib
 import hmac
 import json
 import os
+import re
+
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import HttpResponseError
 
 # Tag on the extension resource that carries the protected-settings fingerprint (ARM never returns the secrets).
 FINGERPRINT_TAG = "azure_vm.extensions.protected_settings"
@@ -43,6 +46,55 @@ COMPARED_PROPERTIES = (
     ("force_update_tag", "forceUpdateTag"),
     ("provision_after_extensions", "provisionAfterExtensions"),
 )
+
+
+# The options the VM and scale-set extension modules share (each adds its target and its own options).
+EXTENSION_OPTIONS = dict(
+    resource_group=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    publisher=dict(type="str"),
+    type=dict(type="str"),
+    type_handler_version=dict(type="str"),
+    settings=dict(type="dict"),
+    protected_settings=dict(type="dict", no_log=True),
+    protected_settings_from_key_vault=dict(type="dict", no_log=False, options=dict(
+        secret_url=dict(type="str", required=True, no_log=False),
+        source_vault_id=dict(type="str", required=True),
+    )),
+    auto_upgrade_minor_version=dict(type="bool", default=True),
+    enable_automatic_upgrade=dict(type="bool"),
+    suppress_failures=dict(type="bool"),
+    force_update_tag=dict(type="str"),
+    rerun=dict(type="bool", default=False),
+    provision_after_extensions=dict(type="list", elements="str"),
+    wait=dict(type="bool", default=True),
+    timeout=dict(type="int"),
+)
+EXTENSION_OPTION_RULES = dict(
+    required_if=[("state", "present", ("publisher", "type", "type_handler_version"))],
+    mutually_exclusive=[("protected_settings", "protected_settings_from_key_vault"), ("rerun", "force_update_tag")],
+)
+VERSION_PATTERN = re.compile(r"^\d+(\.\d+){0,3}$")
+
+
+def validate_extension_options(azure):
+    """Refuse bad input before anything is read or written, naming the option and what is allowed.
+
+    Also turns protected_settings_from_key_vault into ARM's shape.
+    """
+    params = azure.params
+    version = params["type_handler_version"]
+    if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
+        azure.fail("type_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; got %r" % version)
+    if params["timeout"] is not None and params["timeout"] <= 0:
+        azure.fail("timeout must be a positive number of seconds; got %r" % params["timeout"])
+    if params["rerun"] and params["state"] == "absent":
+        azure.fail("rerun=true needs state=present")
+    vault = params["protected_settings_from_key_vault"]
+    if vault is not None:
+        params["protected_settings_from_key_vault"] = {"secretUrl": vault["secret_url"],
+                                                       "sourceVault": {"id": vault["source_vault_id"]}}
 
 
 def default_timeout(extension_type):
@@ -99,6 +151,24 @@ def latest_version(versions, prefix=None):
 def handler_version(version):
     """Major.minor: what typeHandlerVersion means when autoUpgradeMinorVersion lets Azure pick the patch."""
     return ".".join(str(version).split(".")[:2])
+
+
+def resolve_type_handler_version(azure, location, target_id):
+    """The version to send: the option as given, or for 'latest' the newest in the region's image catalogue."""
+    params = azure.params
+    if params["type_handler_version"] != "latest":
+        return params["type_handler_version"]
+    try:
+        images = azure.connection.compute.virtual_machine_extension_images.list_versions(
+            location, params["publisher"], params["type"])
+    except HttpResponseError as exc:
+        azure.fail_azure(exc, "listing versions of extension image %s.%s in %s for" % (
+            params["publisher"], params["type"], location), target_id)
+    version = latest_version([image.name for image in images])
+    if not version:
+        azure.fail("type_handler_version=latest: no versions of %s.%s in %s" % (
+            params["publisher"], params["type"], location))
+    return handler_version(version) if params["auto_upgrade_minor_version"] else version
 
 
 # ---- protected settings fingerprint ------------------------------------------------------------------------------

@@ -282,7 +282,6 @@ instance_view:
       elements: dict
 """
 
-import re
 import time
 import uuid
 
@@ -294,22 +293,23 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     wait_for_poller,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    EXTENSION_OPTION_RULES,
+    EXTENSION_OPTIONS,
     build_body,
     changed_properties,
     default_timeout,
     extension_result,
     extensions_from_vm,
     handler_state,
-    handler_version,
     identity_conflicts,
     instance_view_result,
-    latest_version,
+    resolve_type_handler_version,
+    validate_extension_options,
     mask_secrets,
     status_messages,
     vm_agent_result,
 )
 
-VERSION_PATTERN = re.compile(r"^\d+(\.\d+){0,3}$")
 
 
 class VmExtension(object):
@@ -377,20 +377,7 @@ class VmExtension(object):
                     failed_extensions=[ext["name"] for ext in failed])
 
     def resolve_version(self, location):
-        wanted = self.params["type_handler_version"]
-        if wanted != "latest":
-            return wanted
-        try:
-            images = self.compute.virtual_machine_extension_images.list_versions(
-                location, self.params["publisher"], self.params["type"])
-        except HttpResponseError as exc:
-            self.azure.fail_azure(exc, "listing versions of extension image %s.%s in %s for" % (
-                self.params["publisher"], self.params["type"], location), self.ext_id)
-        version = latest_version([image.name for image in images])
-        if not version:
-            self.azure.fail("type_handler_version=latest: no versions of %s.%s in %s" % (
-                self.params["publisher"], self.params["type"], location))
-        return handler_version(version) if self.params["auto_upgrade_minor_version"] else version
+        return resolve_type_handler_version(self.azure, location, self.ext_id)
 
     # ---- writes and waits --------------------------------------------------------------------------------------
     def wait_for_handler(self, poller):
@@ -506,57 +493,21 @@ class VmExtension(object):
                     diff=diff)
 
 
-def validate(azure):
-    """Refuse bad input before anything is read or written, naming the option and what is allowed."""
-    params = azure.params
-    version = params["type_handler_version"]
-    if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
-        azure.fail("type_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; got %r" % version)
-    if params["timeout"] is not None and params["timeout"] <= 0:
-        azure.fail("timeout must be a positive number of seconds; got %r" % params["timeout"])
-    if params["rerun"] and params["state"] == "absent":
-        azure.fail("rerun=true needs state=present")
-
-
 def main():
     azure = AzureModule(
         argument_spec=dict(
-            resource_group=dict(type="str", required=True),
+            EXTENSION_OPTIONS,
             vm_name=dict(type="str", required=True),
-            name=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            publisher=dict(type="str"),
-            type=dict(type="str"),
-            type_handler_version=dict(type="str"),
-            settings=dict(type="dict"),
-            protected_settings=dict(type="dict", no_log=True),
-            protected_settings_from_key_vault=dict(type="dict", no_log=False, options=dict(
-                secret_url=dict(type="str", required=True, no_log=False),
-                source_vault_id=dict(type="str", required=True),
-            )),
             protected_settings_fingerprint=dict(type="bool", default=True, no_log=False),
-            auto_upgrade_minor_version=dict(type="bool", default=True),
-            enable_automatic_upgrade=dict(type="bool"),
-            suppress_failures=dict(type="bool"),
-            force_update_tag=dict(type="str"),
-            rerun=dict(type="bool", default=False),
-            provision_after_extensions=dict(type="list", elements="str"),
             tags=dict(type="dict"),
             location=dict(type="str"),
             check_vm_agent=dict(type="bool", default=True),
             ignore_failed_extensions=dict(type="bool", default=False),
-            wait=dict(type="bool", default=True),
-            timeout=dict(type="int"),
         ),
-        required_if=[("state", "present", ("publisher", "type", "type_handler_version"))],
-        mutually_exclusive=[("protected_settings", "protected_settings_from_key_vault"), ("rerun", "force_update_tag")],
         supports_check_mode=True,
+        **EXTENSION_OPTION_RULES
     )
-    validate(azure)
-    kv = azure.params["protected_settings_from_key_vault"]
-    if kv is not None:
-        azure.params["protected_settings_from_key_vault"] = {"secretUrl": kv["secret_url"],
-                                                             "sourceVault": {"id": kv["source_vault_id"]}}
+    validate_extension_options(azure)
     run = VmExtension(azure)
     result = run.present() if azure.params["state"] == "present" else run.absent()
     azure.exit(**result)

@@ -353,7 +353,6 @@ instances:
       type: str
 """
 
-import re
 import time
 import uuid
 
@@ -366,13 +365,15 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     wait_for_poller,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    EXTENSION_OPTION_RULES,
+    EXTENSION_OPTIONS,
     build_body,
     changed_properties,
     default_timeout,
     extension_result,
-    handler_version,
     identity_conflicts,
-    latest_version,
+    resolve_type_handler_version,
+    validate_extension_options,
     mask_secrets,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout import (
@@ -386,7 +387,6 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout i
     unhealthy_instances,
 )
 
-VERSION_PATTERN = re.compile(r"^\d+(\.\d+){0,3}$")
 
 
 def ext_result(ext):
@@ -471,20 +471,7 @@ class VmssExtension(object):
             self.azure.fail_azure(exc, "reading the instances of", self.vmss_id)
 
     def resolve_version(self, location):
-        wanted = self.params["type_handler_version"]
-        if wanted != "latest":
-            return wanted
-        try:
-            images = self.compute.virtual_machine_extension_images.list_versions(
-                location, self.params["publisher"], self.params["type"])
-        except HttpResponseError as exc:
-            self.azure.fail_azure(exc, "listing versions of extension image %s.%s in %s for" % (
-                self.params["publisher"], self.params["type"], location), self.ext_id)
-        version = latest_version([image.name for image in images])
-        if not version:
-            self.azure.fail("type_handler_version=latest: no versions of %s.%s in %s" % (
-                self.params["publisher"], self.params["type"], location))
-        return handler_version(version) if self.params["auto_upgrade_minor_version"] else version
+        return resolve_type_handler_version(self.azure, location, self.ext_id)
 
     # ---- writes ------------------------------------------------------------------------------------------------
     def submit(self, begin, operation="writing", target=None):
@@ -715,14 +702,8 @@ class VmssExtension(object):
 
 def validate(azure):
     """Refuse bad input before anything is read or written, naming the option and what is allowed."""
+    validate_extension_options(azure)
     params = azure.params
-    version = params["type_handler_version"]
-    if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
-        azure.fail("type_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; got %r" % version)
-    if params["timeout"] is not None and params["timeout"] <= 0:
-        azure.fail("timeout must be a positive number of seconds; got %r" % params["timeout"])
-    if params["rerun"] and params["state"] == "absent":
-        azure.fail("rerun=true needs state=present")
     for option in ("batch_percent", "max_unhealthy_percent"):
         low = 1 if option == "batch_percent" else 0
         if not low <= params[option] <= 100:
@@ -738,41 +719,17 @@ def validate(azure):
 def main():
     azure = AzureModule(
         argument_spec=dict(
-            resource_group=dict(type="str", required=True),
+            EXTENSION_OPTIONS,
             vmss_name=dict(type="str", required=True),
-            name=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            publisher=dict(type="str"),
-            type=dict(type="str"),
-            type_handler_version=dict(type="str"),
-            settings=dict(type="dict"),
-            protected_settings=dict(type="dict", no_log=True),
-            protected_settings_from_key_vault=dict(type="dict", no_log=False, options=dict(
-                secret_url=dict(type="str", required=True, no_log=False),
-                source_vault_id=dict(type="str", required=True),
-            )),
-            auto_upgrade_minor_version=dict(type="bool", default=True),
-            enable_automatic_upgrade=dict(type="bool"),
-            suppress_failures=dict(type="bool"),
-            force_update_tag=dict(type="str"),
-            rerun=dict(type="bool", default=False),
-            provision_after_extensions=dict(type="list", elements="str"),
             upgrade_instances=dict(type="list", elements="str"),
             batch_percent=dict(type="int", default=20),
             max_unhealthy_percent=dict(type="int", default=20),
             rolling_upgrade=dict(type="bool", default=False),
-            wait=dict(type="bool", default=True),
-            timeout=dict(type="int"),
         ),
-        required_if=[("state", "present", ("publisher", "type", "type_handler_version"))],
-        mutually_exclusive=[("protected_settings", "protected_settings_from_key_vault"), ("rerun", "force_update_tag")],
         supports_check_mode=True,
+        **EXTENSION_OPTION_RULES
     )
     validate(azure)
-    kv = azure.params["protected_settings_from_key_vault"]
-    if kv is not None:
-        azure.params["protected_settings_from_key_vault"] = {"secretUrl": kv["secret_url"],
-                                                             "sourceVault": {"id": kv["source_vault_id"]}}
     run = VmssExtension(azure)
     if run.step_timeout is None and azure.params["state"] == "present":
         run.step_timeout = default_timeout(azure.params["type"])

@@ -1,14 +1,9 @@
 """Unit tests of the extension model: comparison, fingerprint, versions, status summaries."""
-import importlib.util
 import time
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "extension_model.py"
-_spec = importlib.util.spec_from_file_location("extension_model", _PATH)
-em = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(em)
+from ansible_collections.azure_vm.extensions.plugins.module_utils import extension_model as em
 
 
 def ext(props=None, tags=None):
