@@ -311,7 +311,6 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
 )
 
 
-
 class VmExtension(object):
     """One run of the module: read, compare, write, wait, report."""
 

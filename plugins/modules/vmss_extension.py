@@ -388,7 +388,6 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout i
 )
 
 
-
 def ext_result(ext):
     """extension_result without what scale-set extensions do not have (location, tags)."""
     if not ext:
