@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-deps demo test sanity lint pytest unit clean
+.PHONY: venv system-deps demo test sanity lint pytest bench clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ pytest: venv system-deps
 	$(PY) -m pytest tests
 
 test: venv system-deps sanity lint pytest
+
+# Fleet benchmark against azure.azcollection (about 10 minutes; not part of `make test`): docs/benchmarks.md.
+bench: venv
+	$(PY) benchmarks/fleet_bench.py --vms 20 --extensions 2 --handler-seconds 10 --markdown docs/benchmarks.md
 
 clean:
 	rm -rf .build .pytest_cache

@@ -15,6 +15,7 @@ __metaclass__ = type
 import configparser
 import json
 import os
+import threading
 import time
 import traceback
 
@@ -24,6 +25,7 @@ from ansible.module_utils.ansible_release import __version__ as ANSIBLE_VERSION
 try:
     from azure.core import PipelineClient
     from azure.core.exceptions import AzureError, HttpResponseError
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
     from azure.core.rest import HttpRequest
     from azure.identity import (
         AzureCliCredential,
@@ -43,6 +45,7 @@ except ImportError:
         pass
 
     HttpResponseError = AzureError
+    SansIOHTTPPolicy = object
 
 COLLECTION_VERSION = "0.1.0"
 USER_AGENT = "azure_vm.extensions/%s ansible-core/%s" % (COLLECTION_VERSION, ANSIBLE_VERSION)
@@ -147,6 +150,47 @@ def read_credential_file(profile):
     return dict(parser.items(section))
 
 
+class ArmThrottlePacingPolicy(SansIOHTTPPolicy):
+    """Pace every request of one connection against ARM's subscription throttling (shared by all its threads).
+
+    Sits right after azure-core's RetryPolicy (a per-retry policy), so it sees every try. A 429 with Retry-After
+    makes *all* requests of this connection hold off until then (RetryPolicy itself sleeps and retries the
+    throttled one), so many concurrent callers produce one 429 per budget window instead of hammering ARM.
+    It also remembers the x-ms-ratelimit-remaining-subscription-* headers (remaining[kind], lowest seen) and
+    counts 429s, for callers that pace their own polling.
+    """
+
+    KINDS = ("writes", "reads", "deletes")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.resume_at = 0.0
+        self.remaining = {}
+        self.lowest = {}
+        self.throttled = 0
+
+    def on_request(self, request):
+        delay = self.resume_at - time.time()
+        if delay > 0:
+            time.sleep(delay)
+
+    def on_response(self, request, response):
+        headers = response.http_response.headers
+        with self._lock:
+            for kind in self.KINDS:
+                value = headers.get("x-ms-ratelimit-remaining-subscription-" + kind)
+                if value is not None and value.isdigit():
+                    self.remaining[kind] = int(value)
+                    self.lowest[kind] = min(int(value), self.lowest.get(kind, int(value)))
+            if response.http_response.status_code == 429:
+                self.throttled += 1
+                try:
+                    retry_after = float(headers.get("Retry-After") or 0)
+                except ValueError:
+                    retry_after = 0
+                self.resume_at = max(self.resume_at, time.time() + retry_after)
+
+
 class AzureConnection(object):
     """Credentials, endpoints and SDK clients for one module run."""
 
@@ -160,6 +204,7 @@ class AzureConnection(object):
         self.disable_instance_discovery = custom or bool(params.get("disable_instance_discovery"))
         self.credential, self.subscription_id, self.auth_source = self._build_credential()
         self._clients = {}
+        self.pacing = ArmThrottlePacingPolicy()
 
     # ---- credentials -------------------------------------------------------------------------------------------
     def _build_credential(self):
@@ -264,7 +309,8 @@ class AzureConnection(object):
             kwargs = self._transport_kwargs()
             self._clients[key] = factory(self.credential, self.subscription_id, base_url=self.arm_endpoint,
                                          credential_scopes=[self.audience.rstrip("/") + "/.default"],
-                                         user_agent=USER_AGENT, polling_interval=self.polling_interval, **kwargs)
+                                         user_agent=USER_AGENT, polling_interval=self.polling_interval,
+                                         per_retry_policies=[self.pacing], **kwargs)
         return self._clients[key]
 
     @property

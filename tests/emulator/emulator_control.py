@@ -38,7 +38,7 @@ class Emulator:
         self._context = ssl.create_default_context(cafile=self.ca_bundle)
 
     @classmethod
-    def start(cls, state_dir, seed=None, port=0, timeout=30):
+    def start(cls, state_dir, seed=None, port=0, timeout=30, public_cloud=False):
         """Spawn the emulator and wait for its endpoint.json; raise with its stderr if it dies first."""
         state_dir = os.path.abspath(state_dir)
         os.makedirs(state_dir, exist_ok=True)
@@ -48,6 +48,8 @@ class Emulator:
         cmd = [sys.executable, SCRIPT, "--state-dir", state_dir, "--port", str(port)]
         if seed:
             cmd += ["--seed", os.path.abspath(seed)]
+        if public_cloud:  # also answer as AzureCloud behind public_cloud_proxy.py (see README)
+            cmd.append("--public-cloud")
         stderr_path = os.path.join(state_dir, "emulator.stderr")
         with open(stderr_path, "wb") as stderr:
             process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)

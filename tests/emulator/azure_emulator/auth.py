@@ -15,6 +15,9 @@ from .errors import ArmError
 from .state import ARM_AUDIENCE
 
 TOKEN_LIFETIME_S = 3600
+# Token scopes accepted besides ARM_AUDIENCE; --public-cloud adds the public cloud's ARM audiences so unmodified
+# clients that know only AzureCloud get tokens (the token itself always carries the emulator's audience).
+EXTRA_AUDIENCES = []
 _SIGNING_KEY = secrets.token_bytes(32)
 
 
@@ -99,6 +102,15 @@ def openid_configuration(base_url, tenant):
     }
 
 
+def instance_discovery(host, tenant="common"):
+    """Entra ID's /common/discovery/instance answer (MSAL asks it before trusting an authority)."""
+    return {
+        "tenant_discovery_endpoint": f"https://{host}/{tenant}/v2.0/.well-known/openid-configuration",
+        "api-version": "1.1",
+        "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+    }
+
+
 def _aad_error(status, error, code, description):
     trace = str(uuid.uuid4())
     return status, {
@@ -116,7 +128,7 @@ def scope_ok(scope):
     for item in (scope or "").split():
         if item.endswith(".default"):
             resource = item[: -len(".default")].rstrip("/")
-            if resource == ARM_AUDIENCE.rstrip("/"):
+            if resource in [aud.rstrip("/") for aud in [ARM_AUDIENCE] + EXTRA_AUDIENCES]:
                 return True
     return False
 

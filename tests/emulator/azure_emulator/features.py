@@ -115,3 +115,15 @@ def register(router):
     router.add("GET", rf"{SUB}/providers/(?P<namespace>[^/]+)", get_provider)
     router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/register", register_provider)
     router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/unregister", unregister_provider)
+
+
+# --- Microsoft.Resources resource groups (read-only; what azure.azcollection reads before each VM call) --------
+def get_resource_group(ctx, sub, rg):
+    group = ctx.resource_group(rg)
+    return 200, {"id": f"/subscriptions/{ctx.sub.id}/resourceGroups/{group['name']}", "name": group["name"],
+                 "type": "Microsoft.Resources/resourceGroups", "location": group["location"],
+                 "properties": {"provisioningState": "Succeeded"}}
+
+
+def register_resource_groups(router):
+    router.add("GET", rf"{SUB}/resourceGroups/(?P<rg>[^/]+)", get_resource_group)

@@ -25,6 +25,11 @@ from .errors import ArmError
 from .state import ARM_AUDIENCE, State
 from .tls import make_certificates
 
+# Host names of the public cloud that --public-cloud serves (reached through public_cloud_proxy.py, which
+# tunnels them to this emulator only). They go into the server certificate's SANs.
+PUBLIC_CLOUD_HOSTS = ("management.azure.com", "login.microsoftonline.com", "login.windows.net",
+                      "management.core.windows.net")
+PUBLIC_CLOUD_AUDIENCES = ["https://management.azure.com/", "https://management.core.windows.net/"]
 DEFAULT_SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default-seed.yml")
 
 
@@ -87,9 +92,11 @@ class Emulator:
         self.state_dir = state_dir
         self.msi_header = secrets.token_hex(16)
         self.base_url = ""
+        self.public_cloud = False
         self.router = Router()
         for module in (compute, vmss, features):
             module.register(self.router)
+        features.register_resource_groups(self.router)
 
     # --- ARM -----------------------------------------------------------------------------------------------
     def arm(self, method, path, query, headers, body):
@@ -267,15 +274,19 @@ class Handler(BaseHTTPRequestHandler):
             status, payload = auth.msi_response(emulator.state, emulator.base_url, query,
                                                 self.headers.get("X-IDENTITY-HEADER"), emulator.msi_header)
             return status, payload, {}
+        host = (self.headers.get("Host") or "").split(":")[0].lower()
+        login_base = f"https://{host}" if host in PUBLIC_CLOUD_HOSTS and emulator.public_cloud else emulator.base_url
+        if lowered == "/common/discovery/instance" and method == "GET" and emulator.public_cloud:
+            return 200, auth.instance_discovery(host or "127.0.0.1"), {}
         if len(parts) >= 3 and lowered.endswith("/.well-known/openid-configuration") and method == "GET":
             tenant = parts[0]
             if not emulator.state.tenant_known(tenant):
                 return 400, {"error": "invalid_tenant",
                              "error_description": f"AADSTS90002: Tenant '{tenant}' not found."}, {}
-            return 200, auth.openid_configuration(emulator.base_url, tenant), {}
+            return 200, auth.openid_configuration(login_base, tenant), {}
         if len(parts) == 4 and lowered.endswith("/oauth2/v2.0/token") and method == "POST":
             form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-            status, payload = auth.token_response(emulator.state, emulator.base_url, parts[0], form)
+            status, payload = auth.token_response(emulator.state, login_base, parts[0], form)
             return status, payload, {}
         if lowered.startswith(("/subscriptions", "/providers")):
             if body is ValueError:
@@ -317,6 +328,7 @@ def write_endpoint(state_dir, emulator, ca_path):
         "msi_endpoint": f"{base}/msi/token",
         "msi_header": emulator.msi_header,
         "audience": ARM_AUDIENCE,
+        "public_cloud": emulator.public_cloud,
         "pid": os.getpid(),
     }
     path = os.path.join(state_dir, "endpoint.json")
@@ -330,6 +342,9 @@ def main(argv=None):
     parser.add_argument("--state-dir", required=True, help="directory for the CA, certificates and endpoint.json")
     parser.add_argument("--seed", default=DEFAULT_SEED, help="YAML seed (see seed.example.yml)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = pick a free one)")
+    parser.add_argument("--public-cloud", action="store_true",
+                        help="also answer as AzureCloud (management.azure.com, login.microsoftonline.com) for "
+                             "unmodified clients reaching it through public_cloud_proxy.py")
     args = parser.parse_args(argv)
 
     os.makedirs(args.state_dir, exist_ok=True)
@@ -338,7 +353,11 @@ def main(argv=None):
     emulator = Emulator(seed, os.path.abspath(args.state_dir))
     if not emulator.state.subscriptions:
         parser.error("the seed defines no subscription")
-    ca_path, cert_path, key_path = make_certificates(emulator.state_dir)
+    emulator.public_cloud = args.public_cloud
+    if args.public_cloud:
+        auth.EXTRA_AUDIENCES.extend(PUBLIC_CLOUD_AUDIENCES)
+    ca_path, cert_path, key_path = make_certificates(emulator.state_dir,
+                                                     PUBLIC_CLOUD_HOSTS if args.public_cloud else ())
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
 

@@ -22,8 +22,11 @@ def _write(path, data, private=False):
     os.replace(tmp, path)
 
 
-def make_certificates(state_dir):
-    """Create DIR/ca.pem, DIR/server.pem and DIR/server-key.pem; return (ca_path, cert_path, key_path)."""
+def make_certificates(state_dir, extra_dns_names=()):
+    """Create DIR/ca.pem, DIR/server.pem and DIR/server-key.pem; return (ca_path, cert_path, key_path).
+
+    extra_dns_names (e.g. management.azure.com with --public-cloud) are added to the server certificate.
+    """
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Azure Emulator Test CA")])
@@ -51,7 +54,8 @@ def make_certificates(state_dir):
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=29))
         .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            + [x509.DNSName(name) for name in extra_dns_names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)

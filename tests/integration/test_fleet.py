@@ -1,0 +1,149 @@
+"""The extensions role over a small inventory: converge, no-change, exclusive, and an emulated write budget."""
+import pytest
+import yaml
+
+from harness import REPO_ROOT, VENV_BIN
+
+RG = "rg-fleet"
+HOSTS = ["fleet-%03d" % i for i in range(1, 7)]
+EXTENSIONS = [
+    {"name": "monitor", "publisher": "Microsoft.Azure.Monitor", "type": "AzureMonitorLinuxAgent",
+     "type_handler_version": "1.33"},
+    {"name": "bootstrap", "publisher": "Microsoft.Azure.Extensions", "type": "CustomScript",
+     "type_handler_version": "2.1", "settings": {"commandToExecute": "echo bootstrap"},
+     "protected_settings": {"token": "fleet-protected-token"}},
+]
+PLAYBOOK = REPO_ROOT / "playbooks" / "fleet.yml"
+FLEET_SEED = REPO_ROOT / "tests" / "emulator" / "fleet-seed.yml"
+
+
+class FleetRun:
+    def __init__(self, rc, stdout, stderr, results, log):
+        self.rc, self.stdout, self.stderr, self.results, self.log = rc, stdout, stderr, results, log
+        self.stats = results.get("stats", {})
+
+    def task(self, name, host):
+        for play in self.results.get("plays", []):
+            for task in play["tasks"]:
+                if task["task"]["name"] == name and host in task["hosts"]:
+                    return task["hosts"][host]
+        raise KeyError(name)
+
+
+@pytest.fixture(scope="module")
+def fleet_emulator(tmp_path_factory):
+    from emulator_control import Emulator
+
+    emu = Emulator.start(str(tmp_path_factory.mktemp("fleet-emulator")), seed=str(FLEET_SEED))
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def fleet(fleet_emulator, ansible_env, tmp_path):
+    """Run playbooks/fleet.yml over an inventory of `hosts` (host -> extra host vars)."""
+    import json
+    import subprocess
+
+    fleet_emulator.reset()
+    fleet_emulator.settings(handler_duration_s=0.5, delete_duration_s=0.3)
+
+    def run(hosts=None, group_vars=None, extra_vars=None, forks=5):
+        hosts = hosts or {name: {} for name in HOSTS}
+        inventory = tmp_path / "inventory.yml"
+        group = {"ansible_connection": "local", "azure_resource_group": RG, "azure_vm_extensions": EXTENSIONS}
+        group.update(group_vars or {})
+        inventory.write_text(yaml.safe_dump({"fleet": {"hosts": hosts, "vars": group}}))
+        env = dict(ansible_env)
+        env.update(fleet_emulator.env)
+        env["ANSIBLE_STDOUT_CALLBACK"] = "json_results"
+        env["AZURE_POLLING_INTERVAL"] = "0.2"
+        variables = {"extensions_poll_interval": 0.2}
+        variables.update(extra_vars or {})
+        cmd = [str(VENV_BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(inventory), "-f", str(forks),
+               "-e", json.dumps(variables)]
+        before = len(fleet_emulator.requests())
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+        results = json.loads(proc.stdout[proc.stdout.index("{"):]) if "{" in proc.stdout else {}
+        return FleetRun(proc.returncode, proc.stdout, proc.stderr, results, fleet_emulator.requests()[before:])
+
+    run.emulator = fleet_emulator
+    return run
+
+
+def arm(log):
+    return [e for e in log if e["path"].startswith(("/subscriptions", "/providers"))]
+
+
+def writes(log):
+    return [e for e in arm(log) if e["method"] in ("PUT", "PATCH", "POST", "DELETE")]
+
+
+def failures(run):
+    return sum(s["failures"] + s["unreachable"] for s in run.stats.values())
+
+
+def vm_extensions(emu, vm):
+    for sub in emu.state()["subscriptions"]:
+        for found in sub["vms"]:
+            if found["name"] == vm:
+                return {ext["name"]: ext for ext in found["extensions"]}
+    raise KeyError(vm)
+
+
+def test_converge_then_no_change(fleet):
+    first = fleet()
+    assert first.rc == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert failures(first) == 0
+    assert {host: s["changed"] for host, s in first.stats.items()} == {host: 1 for host in HOSTS}
+    puts = [e for e in writes(first.log) if e["method"] == "PUT"]
+    assert len(puts) == len(HOSTS) * len(EXTENSIONS)
+    # Submitted everywhere before any wait: the first extension of every VM goes out before any second one.
+    order = [e["path"].rsplit("/", 1)[1] for e in puts]
+    assert order[:len(HOSTS)] == ["monitor"] * len(HOSTS)
+    for host in HOSTS:
+        extensions = vm_extensions(fleet.emulator, host)
+        assert set(extensions) == {"monitor", "bootstrap"}
+        assert all(ext["properties"]["provisioningState"] == "Succeeded" for ext in extensions.values())
+    assert "fleet-protected-token" not in first.stdout
+    assert all("fleet-protected-token" not in str(e.get("body")) for e in first.log)
+
+    second = fleet()
+    assert second.rc == 0, second.stdout[-4000:]
+    assert sum(s["changed"] for s in second.stats.values()) == 0
+    assert writes(second.log) == []
+    reads = [e for e in arm(second.log) if e["method"] == "GET"]
+    assert len(reads) <= len(HOSTS)
+    assert len({e["path"] for e in reads}) == len(reads)  # one read per VM, no VM twice
+
+
+def test_exclusive_removes_undeclared(fleet):
+    assert fleet().rc == 0
+    # Only "monitor" is declared now for fleet-001, exclusively; fleet-002 keeps both (not exclusive).
+    hosts = {name: {} for name in HOSTS[:2]}
+    hosts["fleet-001"] = {"azure_vm_extensions": EXTENSIONS[:1], "azure_vm_extensions_exclusive": True}
+    hosts["fleet-002"] = {"azure_vm_extensions": EXTENSIONS[:1]}
+    run = fleet(hosts=hosts)
+    assert run.rc == 0, run.stdout[-4000:]
+    assert run.stats["fleet-001"]["changed"] == 1 and run.stats["fleet-002"]["changed"] == 0
+    deletes = [e for e in writes(run.log) if e["method"] == "DELETE"]
+    assert [e["path"].rsplit("/", 3)[-3:] for e in deletes] == [["fleet-001", "extensions", "bootstrap"]]
+    assert set(vm_extensions(fleet.emulator, "fleet-001")) == {"monitor"}
+    assert set(vm_extensions(fleet.emulator, "fleet-002")) == {"monitor", "bootstrap"}
+    report = run.task("Report the result of this host's VM", host="fleet-001")
+    assert report["msg"]["removed"] == ["bootstrap"]
+
+
+def test_throttled_budget_completes_without_failures(fleet):
+    # 6 VMs x 2 extensions = 12 PUTs against a budget of 5 writes per 2 s window: ARM answers 429 + Retry-After.
+    fleet.emulator.settings(throttle={"writes": 5, "reads": 400, "window_s": 2})
+    run = fleet()
+    assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert failures(run) == 0
+    assert sum(s["changed"] for s in run.stats.values()) == len(HOSTS)
+    throttled = [e for e in arm(run.log) if e["status"] == 429]
+    assert throttled, "the write budget should have been exhausted"
+    # Honoured: every request after a 429 waited for the window to reopen instead of hammering.
+    accepted = [e for e in writes(run.log) if e["status"] in (200, 201)]
+    assert len(accepted) == len(HOSTS) * len(EXTENSIONS)
+    assert len(throttled) <= 2 * len(accepted)
