@@ -48,7 +48,7 @@ def fleet(fleet_emulator, ansible_env, tmp_path):
     fleet_emulator.reset()
     fleet_emulator.settings(handler_duration_s=0.5, delete_duration_s=0.3)
 
-    def run(hosts=None, group_vars=None, extra_vars=None, forks=5):
+    def run(hosts=None, group_vars=None, extra_vars=None, forks=5, options=()):
         hosts = hosts or {name: {} for name in HOSTS}
         inventory = tmp_path / "inventory.yml"
         group = {"ansible_connection": "local", "azure_resource_group": RG, "azure_vm_extensions": EXTENSIONS}
@@ -61,10 +61,13 @@ def fleet(fleet_emulator, ansible_env, tmp_path):
         variables = {"extensions_poll_interval": 0.2}
         variables.update(extra_vars or {})
         cmd = [str(VENV_BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(inventory), "-f", str(forks),
-               "-e", json.dumps(variables)]
+               "-e", json.dumps(variables)] + list(options)
+        if "-vvvv" in options:
+            env["ANSIBLE_STDOUT_CALLBACK"] = "default"
         before = len(fleet_emulator.requests())
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-        results = json.loads(proc.stdout[proc.stdout.index("{"):]) if "{" in proc.stdout else {}
+        results = json.loads(proc.stdout[proc.stdout.index("{"):]) if env["ANSIBLE_STDOUT_CALLBACK"] != "default" \
+            and "{" in proc.stdout else {}
         return FleetRun(proc.returncode, proc.stdout, proc.stderr, results, fleet_emulator.requests()[before:])
 
     run.emulator = fleet_emulator
@@ -147,3 +150,37 @@ def test_throttled_budget_completes_without_failures(fleet):
     accepted = [e for e in writes(run.log) if e["status"] in (200, 201)]
     assert len(accepted) == len(HOSTS) * len(EXTENSIONS)
     assert len(throttled) <= 2 * len(accepted)
+
+
+def test_check_mode_sends_no_write_and_secrets_never_show_at_vvvv(fleet):
+    checked = fleet(options=["--check"])
+    assert checked.rc == 0, checked.stdout[-3000:]
+    assert {host: s["changed"] for host, s in checked.stats.items()} == {host: 1 for host in HOSTS}
+    assert writes(checked.log) == []
+    verbose = fleet(options=["-vvvv"])
+    assert verbose.rc == 0, verbose.stdout[-3000:]
+    assert "fleet-protected-token" not in verbose.stdout + verbose.stderr
+    assert "fleet-protected-token" not in str(fleet.emulator.requests())
+    assert "changed=1" in verbose.stdout
+
+
+def test_one_failing_vm_does_not_stop_the_others(fleet):
+    fleet.emulator.faults([{"extension": {"vm": "fleet-002", "name": "monitor", "outcome": "failed",
+                                          "message": "agent package download failed"}}])
+    run = fleet()
+    assert run.rc != 0
+    failed = run.task("Report the result of this host's VM", "fleet-002")
+    assert failed["failed"] is True and "agent package download failed" in failed["msg"]["msg"]
+    assert run.stats["fleet-002"]["failures"] == 1
+    assert all(run.stats[host]["failures"] == 0 and run.stats[host]["changed"] == 1
+               for host in HOSTS if host != "fleet-002")
+    assert set(vm_extensions(fleet.emulator, "fleet-003")) == {"monitor", "bootstrap"}
+
+
+def test_bad_declaration_names_the_option_before_any_write(fleet):
+    bad = dict(EXTENSIONS[0], state="installed")
+    run = fleet(hosts={"fleet-001": {"azure_vm_extensions": [bad]}})
+    assert run.rc != 0
+    report = run.task("Report the result of this host's VM", "fleet-001")
+    assert "state" in report["msg"]["msg"] and "present, absent" in report["msg"]["msg"]
+    assert writes(run.log) == []

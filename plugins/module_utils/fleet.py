@@ -1,14 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: azure_vm.extensions contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller-side engine of the azure_vm.extensions.extensions role: a whole fleet in one process.
+"""A whole fleet's VM extensions in one controller process (the vm_extension_fleet module, the extensions role).
 
-Run by the role on the controller with ansible-playbook's own Python (a collection-hosted role cannot carry
-action plugins): JSON request on stdin, JSON result on stdout. The collection is imported from the path this
-file sits in (ansible_collections/azure_vm/extensions/roles/extensions/files/fleet_engine.py).
-
-Per VM it does exactly what the vm_extension module does (the module's own VmExtension class runs here, on a
-cached VM read), but for every VM of the play at once, on a thread pool:
+Per VM it does exactly what the vm_extension module does (the same VmExtension logic, on a VM read it is handed),
+but for every VM at once, on a thread pool:
 
 * one VM read (GET ...?$expand=instanceView) per VM answers for every declared extension; a VM whose
   extensions all match costs that one read and nothing else;
@@ -19,76 +15,53 @@ cached VM read), but for every VM of the play at once, on a thread pool:
 * the waits poll each pending VM, paced against ARM's read budget, and every request goes through the
   connection's ArmThrottlePacingPolicy (429 Retry-After holds off all threads, not just the throttled one).
 """
+
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
-import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import yaml
-
-# .../ansible_collections/azure_vm/extensions/roles/extensions/files/fleet_engine.py -> the dir holding ansible_collections
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 6)))
-
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # noqa: E402
-from ansible.module_utils.six import string_types  # noqa: E402
-
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (  # noqa: E402
-    AZURE_AUTH_ARGSPEC,
-    AzureAuthError,
-    AzureConnection,
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     HttpResponseError,
     describe_azure_error,
     error_code,
     resource_id,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (  # noqa: E402
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    EXTENSION_OPTION_RULES,
     TERMINAL_STATES,
     default_timeout,
     extension_result,
     extensions_from_vm,
     status_messages,
+    validate_extension_options,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils import extension_model  # noqa: E402
-from ansible_collections.azure_vm.extensions.plugins.modules import vm_extension as vm_extension_module  # noqa: E402
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
+    VM_EXTENSION_OPTIONS,
+    VmExtension,
+)
 
-AUTH_KEYS = tuple(AZURE_AUTH_ARGSPEC)
-RESERVED = ("resource_group", "vm_name", "wait") + AUTH_KEYS
+# One declared extension: vm_extension's options, but the VM comes from its target and the fleet does the waiting.
+FLEET_EXTENSION_OPTIONS = dict((key, spec) for key, spec in VM_EXTENSION_OPTIONS.items()
+                               if key not in ("resource_group", "wait"))
+EXTENSION_VALIDATOR = ArgumentSpecValidator(FLEET_EXTENSION_OPTIONS, **EXTENSION_OPTION_RULES)
 
 
 class TargetFailed(Exception):
+    """One target (VM) failed; the others go on."""
+
     def __init__(self, msg, result=None):
         super(TargetFailed, self).__init__(msg)
         self.msg = msg
         self.result = result or {}
 
 
-def _spec_from_docs(options):
-    """An argument spec from a module's DOCUMENTATION options (types, defaults, choices, suboptions)."""
-    spec = {}
-    for name, doc in options.items():
-        entry = {"type": doc.get("type", "str")}
-        for key in ("default", "choices", "elements", "required"):
-            if key in doc:
-                entry[key] = doc[key]
-        if "suboptions" in doc:
-            entry["options"] = _spec_from_docs(doc["suboptions"])
-        spec[name] = entry
-    return spec
-
-
-EXTENSION_SPEC = dict((k, v) for k, v in _spec_from_docs(
-    yaml.safe_load(vm_extension_module.DOCUMENTATION)["options"]).items() if k not in RESERVED)
-EXTENSION_SPEC["name"]["required"] = True
-
-
-class Shim(object):
-    """What VmExtension expects of AzureModule, for one VM and one extension, failing by exception."""
+class TargetModule(object):
+    """What VmExtension expects of an AzureModule, for one VM and one extension: failures raise TargetFailed."""
 
     def __init__(self, params, connection, check_mode):
         self.params = params
@@ -107,77 +80,64 @@ class Shim(object):
         self.warnings.append(msg)
 
 
-class CachedVmExtension(vm_extension_module.VmExtension):
-    """The module's logic, reading the VM from the fleet's cache instead of ARM."""
-
-    def __init__(self, azure, vm):
-        super(CachedVmExtension, self).__init__(azure)
-        self._vm = vm
-
-    def read_vm(self):
-        return self._vm
-
-
 class Target(object):
     """One inventory host: its VM, declared extensions and what happened to it."""
 
-    def __init__(self, data, index):
-        self.host = data.get("host") or "target%d" % index
-        self.vm_name = data.get("vm_name") or self.host
-        self.group = data.get("resource_group")
-        self.declared = list(data.get("extensions") or [])
-        self.exclusive = bool(data.get("exclusive"))
+    def __init__(self, host, vm_name, resource_group, extensions, exclusive):
+        self.host = host
+        self.vm_name = vm_name or host
+        self.group = resource_group
+        self.declared = list(extensions or [])
+        self.exclusive = exclusive
         self.vm = None
-        self.pending = []         # operations not yet submitted: ("absent", name) / ("present", params)
+        self.pending = []         # operations not yet submitted: ("absent", name) / (state, params)
         self.submitted = None     # (name, deadline, state) being waited for
         self.failed = None
+        self.failed_result = {}
         self.changed = False
         self.changes = {}
         self.removed = []
         self.warnings = []
         self.skipped_unchanged = []
 
+    def result(self):
+        """What the module returns for this host."""
+        result = {
+            "changed": self.changed,
+            "failed": bool(self.failed),
+            "msg": self.failed or ("changed: %s" % ", ".join(sorted(self.changes)) if self.changed
+                                   else "all declared extensions are in place"),
+            "vm_name": self.vm_name,
+            "resource_group": self.group,
+            "changes": self.changes,
+            "removed": self.removed,
+            "warnings": self.warnings,
+            "extensions": [dict((key, value) for key, value in extension_result(ext).items() if key != "id")
+                           for ext in extensions_from_vm(self.vm or {})],
+        }
+        if self.failed:
+            result["error"] = self.failed_result
+        return result
 
-def validate_extension(spec, target):
+
+def validate_extension(spec, target, no_log_values):
+    """One declared extension checked against vm_extension's options; its protected values go to no_log_values."""
     if not isinstance(spec, dict):
-        raise TargetFailed("%s: every item of azure_vm_extensions must be a dict, got %r" % (target.host, spec))
-    unknown = sorted(set(spec) - set(EXTENSION_SPEC))
-    if unknown:
-        raise TargetFailed("%s: extension %s: unsupported option(s) %s" % (
-            target.host, spec.get("name"), ", ".join(unknown)))
-    if spec.get("type_handler_version") is not None and not isinstance(spec["type_handler_version"], string_types):
-        spec = dict(spec, type_handler_version=str(spec["type_handler_version"]))
-    result = ArgumentSpecValidator(EXTENSION_SPEC).validate(spec)
-    if result.error_messages:
-        raise TargetFailed("%s: extension %s: %s" % (target.host, spec.get("name"), "; ".join(result.error_messages)))
-    params = result.validated_parameters
-    if params["state"] == "present":
-        missing = [key for key in ("publisher", "type", "type_handler_version") if not params.get(key)]
-        if missing:
-            raise TargetFailed("%s: extension %s: state=present needs %s" % (
-                target.host, params["name"], ", ".join(missing)))
-    if params["protected_settings"] is not None and params["protected_settings_from_key_vault"] is not None:
-        raise TargetFailed("%s: extension %s: protected_settings and protected_settings_from_key_vault are "
-                           "mutually exclusive" % (target.host, params["name"]))
-    return params
-
-
-def module_validate(shim):
-    """The module's own input checks (they also turn protected_settings_from_key_vault into ARM's shape)."""
-    if hasattr(extension_model, "validate_extension_options"):
-        extension_model.validate_extension_options(shim)
-        return
-    vm_extension_module.validate(shim)  # older layout: checks in the module, key vault shape done by its main()
-    kv = shim.params.get("protected_settings_from_key_vault")
-    if kv is not None and "secret_url" in kv:
-        shim.params["protected_settings_from_key_vault"] = {"secretUrl": kv["secret_url"],
-                                                            "sourceVault": {"id": kv["source_vault_id"]}}
+        raise TargetFailed("%s: every declared extension must be a dict, got %s" % (target.host, type(spec).__name__))
+    if spec.get("type_handler_version") is not None:
+        spec = dict(spec, type_handler_version=str(spec["type_handler_version"]))  # YAML reads 2.1 as a number
+    validated = EXTENSION_VALIDATOR.validate(spec)
+    if validated.error_messages:
+        raise TargetFailed("%s: extension %s: %s" % (target.host, spec.get("name"),
+                                                     "; ".join(validated.error_messages)))
+    no_log_values.update(validated._no_log_values)  # pylint: disable=protected-access
+    return validated.validated_parameters
 
 
 class Fleet(object):
-    def __init__(self, connection, auth_params, targets, check_mode, poll_interval, workers, timeout):
+    def __init__(self, connection, targets, check_mode, poll_interval, workers, timeout):
+        self.no_log_values = set()  # protected values met in the declarations, for the module to mask
         self.connection = connection
-        self.auth_params = auth_params
         self.targets = targets
         self.check_mode = check_mode
         self.poll_interval = poll_interval
@@ -223,7 +183,7 @@ class Fleet(object):
         """First read of a VM, validation of its declarations, and its list of operations."""
         if not target.group:
             raise TargetFailed("%s: no resource group (set azure_resource_group)" % target.host)
-        declared = [validate_extension(spec, target) for spec in target.declared]
+        declared = [validate_extension(spec, target, self.no_log_values) for spec in target.declared]
         names = [params["name"].lower() for params in declared]
         if len(set(names)) != len(names):
             raise TargetFailed("%s: an extension name is declared twice" % target.host)
@@ -239,15 +199,14 @@ class Fleet(object):
         while target.pending:
             state, item = target.pending.pop(0)
             if state == "absent" and not isinstance(item, dict):
-                item = dict(validate_extension({"name": item, "state": "absent"}, target))
-            params = dict(self.auth_params)
-            params.update(item)
+                item = validate_extension({"name": item, "state": "absent"}, target, self.no_log_values)
+            params = dict(item)
             params.update(resource_group=target.group, vm_name=target.vm_name, wait=False)
             if params.get("timeout") is None and self.timeout:
                 params["timeout"] = self.timeout
-            shim = Shim(params, self.connection, self.check_mode)
-            run = CachedVmExtension(shim, target.vm)
-            module_validate(shim)
+            shim = TargetModule(params, self.connection, self.check_mode)
+            validate_extension_options(shim)
+            run = VmExtension(shim, target.vm)
             result = run.present() if state == "present" else run.absent()
             target.warnings.extend(shim.warnings)
             if not result.get("changed"):
@@ -325,68 +284,3 @@ class Fleet(object):
             self._map(self.submit_next, active)
             self.wait_round([t for t in active if t.submitted is not None and not t.failed])
         return rounds
-
-
-class RequestError(Exception):
-    pass
-
-
-def run(request):
-    targets = [Target(data or {}, index) for index, data in enumerate(request.get("targets") or [])]
-    auth = dict((k, v) for k, v in (request.get("auth") or {}).items() if v is not None)
-    unknown = sorted(set(auth) - set(AUTH_KEYS))
-    if unknown:
-        raise RequestError("extensions_auth: unsupported option(s) %s" % ", ".join(unknown))
-    validated = ArgumentSpecValidator(AZURE_AUTH_ARGSPEC).validate(auth)
-    if validated.error_messages:
-        raise RequestError("extensions_auth: %s" % "; ".join(validated.error_messages))
-    auth_params = validated.validated_parameters
-    started = time.time()
-    try:
-        connection = AzureConnection(auth_params)
-    except AzureAuthError as exc:
-        raise RequestError("%s" % exc)
-    fleet = Fleet(connection, auth_params, targets, bool(request.get("check_mode")),
-                  float(request.get("poll_interval") or 5), int(request.get("max_workers") or 32),
-                  int(request.get("timeout") or 0) or None)
-    rounds = fleet.run()
-    hosts = {}
-    for target in targets:
-        hosts[target.host] = {
-            "changed": target.changed,
-            "failed": bool(target.failed),
-            "msg": target.failed or ("changed: %s" % ", ".join(sorted(target.changes)) if target.changed
-                                     else "all declared extensions are in place"),
-            "vm_name": target.vm_name,
-            "resource_group": target.group,
-            "changes": target.changes,
-            "removed": target.removed,
-            "warnings": target.warnings,
-            "extensions": [dict((k, v) for k, v in extension_result(ext).items() if k != "id")
-                           for ext in extensions_from_vm(target.vm or {})],
-        }
-        if target.failed:
-            hosts[target.host]["error"] = getattr(target, "failed_result", {})
-    pacing = connection.pacing
-    return dict(
-        changed=any(target.changed for target in targets),
-        failed=False,
-        hosts=hosts,
-        rounds=rounds,
-        vm_reads=fleet.reads,
-        elapsed_s=round(time.time() - started, 3),
-        throttling={"throttled_429": pacing.throttled, "lowest_remaining": dict(pacing.lowest)},
-    )
-
-
-def main():
-    try:
-        result = run(json.load(sys.stdin))
-    except (RequestError, ValueError) as exc:
-        result = dict(failed=True, changed=False, msg="%s" % exc, hosts={})
-    json.dump(result, sys.stdout, default=str)
-    sys.stdout.write("\n")
-
-
-if __name__ == "__main__":
-    main()
