@@ -32,10 +32,10 @@ description:
 author:
   - azure_vm.extensions maintainers (@azure-vm)
 notes:
-  - "Protected settings: ARM never returns them, and scale-set extensions have no tags in which a fingerprint could
-    be kept (unlike M(azure_vm.extensions.vm_extension)). A change of O(protected_settings) alone is therefore not
-    detected: they are sent on creation, whenever another option changes, and with O(rerun=true) or a new
-    O(force_update_tag). Rotate a secret with O(rerun=true)."
+  - "Protected settings: ARM never returns them, and scale-set extension resources have no tags, so the salted
+    fingerprint (see O(protected_settings_fingerprint)) is kept in a tag of the scale set itself, written through
+    the Tags API's Merge operation (C(Microsoft.Resources/tags/write) permission) so that neither the model nor
+    anybody else's tags are touched."
 options:
   resource_group:
     description: Resource group of the scale set.
@@ -77,7 +77,7 @@ options:
   protected_settings:
     description:
       - Protected settings, encrypted by Azure and never returned by it. Never logged, shown masked in diffs.
-      - A change of these alone is not detected (see the notes); use O(rerun=true) to apply new values.
+      - A change of these alone is detected through O(protected_settings_fingerprint).
       - Mutually exclusive with O(protected_settings_from_key_vault).
     type: dict
   protected_settings_from_key_vault:
@@ -144,6 +144,17 @@ options:
         failed. Also the largest share of instances that may be unhealthy before a rollout starts.
     type: int
     default: 20
+  protected_settings_fingerprint:
+    description:
+      - ARM never returns protected settings, so a change to them alone is invisible. With this on, the module
+        keeps a salted, deliberately slow PBKDF2-SHA256 fingerprint (200,000 iterations, random salt; never the
+        secret) in the scale set's tag C(azure_vm.extensions.protected_settings.<name>) and compares against it.
+      - "Trade-off: anyone who can read the scale set's tags can test guesses against the fingerprint at about
+        0.1 s a guess. Strong secrets stay safe; a short password could be guessed. Turn this off to store
+        nothing (an existing fingerprint tag is removed at the next write); protected settings are then only sent
+        when something else changes, on creation, or with O(rerun)."
+    type: bool
+    default: true
   rolling_upgrade:
     description:
       - C(Rolling) upgrade policy. After the model change, also start an extension rolling upgrade
@@ -365,6 +376,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     wait_for_poller,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    FINGERPRINT_TAG,
+    fingerprint,
+    fingerprint_matches,
     EXTENSION_OPTION_RULES,
     EXTENSION_OPTIONS,
     build_body,
@@ -574,6 +588,39 @@ class VmssExtension(object):
     # ---- states ------------------------------------------------------------------------------------------------
     wrote = False
 
+    # ---- protected-settings fingerprint, kept in a tag of the scale set ----------------------------------------
+    @property
+    def fingerprint_tag(self):
+        return "%s.%s" % (FINGERPRINT_TAG, self.name)
+
+    def with_stored_fingerprint(self, current, vmss):
+        """The extension as changed_properties sees it: scale-set extensions have no tags, so the fingerprint the
+        module keeps in the scale set's tags stands in for the extension's own tag."""
+        stored = (vmss.get("tags") or {}).get(self.fingerprint_tag)
+        return dict(current, tags={FINGERPRINT_TAG: stored} if stored else {})
+
+    def update_fingerprint(self, vmss):
+        """After a write: store the new fingerprint, or drop a stale one when fingerprints are off or the
+        extension is gone. Tags - Update At Scope with Merge/Delete changes only this tag, never the model
+        and never another writer's tags."""
+        stored = (vmss.get("tags") or {}).get(self.fingerprint_tag)
+        secrets = self.params.get("protected_settings")
+        keep = self.params["state"] == "present" and self.params.get("protected_settings_fingerprint")
+        if keep and secrets is not None:
+            if stored and fingerprint_matches(secrets, stored):
+                return
+            operation, tags = "Merge", {self.fingerprint_tag: fingerprint(secrets)}
+        elif stored and not (keep and secrets is None):
+            operation, tags = "Delete", {self.fingerprint_tag: stored}
+        else:
+            return
+        try:
+            self.azure.connection.resources.tags.begin_update_at_scope(
+                self.vmss_id, {"operation": operation, "properties": {"tags": tags}}).result()
+        except HttpResponseError as exc:
+            self.azure.fail_azure(exc, "updating the protected-settings fingerprint tag of", self.vmss_id,
+                                  changed=True)
+
     def absent(self):
         current = self.read_extension()
         vmss = self.read_vmss()
@@ -593,6 +640,7 @@ class VmssExtension(object):
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_delete(
             self.group, self.vmss_name, self.name, polling=self.params["wait"]), "deleting")
         self.wrote = True
+        self.update_fingerprint(vmss)
         result = dict(changed=True, changes=["state"], extension={}, diff=diff)
         if not self.params["wait"]:
             return self.no_wait(mode, instances, targets, result)
@@ -642,7 +690,8 @@ class VmssExtension(object):
         desired["type_handler_version"] = self.resolve_version(location)
         if params["rerun"]:
             desired["force_update_tag"] = str(uuid.uuid4())
-        changes = ["state"] if current is None else changed_properties(desired, current, use_fingerprint=False)
+        changes = ["state"] if current is None else changed_properties(
+            desired, self.with_stored_fingerprint(current, vmss), params["protected_settings_fingerprint"])
         instances = self.read_instances()
         targets = self.targets(instances) if mode == "Manual" else []
         if current is not None and not changes:
@@ -687,6 +736,7 @@ class VmssExtension(object):
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_create_or_update(
             self.group, self.vmss_name, self.name, body, polling=params["wait"]))
         self.wrote = True
+        self.update_fingerprint(vmss)
         if not params["wait"]:
             result = dict(changed=True, changes=changes, extension=ext_result(poller.result().as_dict()),
                           diff=diff)
@@ -724,6 +774,7 @@ def main():
             batch_percent=dict(type="int", default=20),
             max_unhealthy_percent=dict(type="int", default=20),
             rolling_upgrade=dict(type="bool", default=False),
+            protected_settings_fingerprint=dict(type="bool", default=True, no_log=False),
         ),
         supports_check_mode=True,
         **EXTENSION_OPTION_RULES

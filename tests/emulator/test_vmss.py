@@ -80,3 +80,20 @@ def test_rolling_upgrades_in_batches(emulator):
     rolling.result()
     ops = [r for r in emulator.writes() if r["path"].endswith("/extensionRollingUpgrade")]
     assert ops and ops[0]["status"] == 202
+
+
+def test_tags_at_scale_set_scope_merge_and_delete(emulator):
+    """Tags - Update At Scope: Merge keeps the other tags (a concurrent writer's), Delete removes only ours."""
+    from emulator_clients import resources
+
+    client = resources(emulator)
+    scope = compute(emulator).virtual_machine_scale_sets.get(RG, "vmss-auto").id
+    client.tags.begin_update_at_scope(scope, {"operation": "Merge", "properties": {"tags": {"owner": "ops"}}}).result()
+    client.tags.begin_update_at_scope(scope, {"operation": "Merge", "properties": {"tags": {"ours": "1"}}}).result()
+    assert client.tags.get_at_scope(scope).properties.tags == {"owner": "ops", "ours": "1"}
+    assert compute(emulator).virtual_machine_scale_sets.get(RG, "vmss-auto").tags == {"owner": "ops", "ours": "1"}
+    client.tags.begin_update_at_scope(scope, {"operation": "Delete", "properties": {"tags": {"ours": "1"}}}).result()
+    assert client.tags.get_at_scope(scope).properties.tags == {"owner": "ops"}
+    with pytest.raises(HttpResponseError) as exc:
+        client.tags.begin_update_at_scope(scope, {"operation": "Append", "properties": {"tags": {}}}).result()
+    assert exc.value.status_code == 400

@@ -261,3 +261,44 @@ def test_ansible_doc_renders_both_modules(ansible_env):
         assert proc.returncode == 0, proc.stderr
         assert "resource_group" in proc.stdout and "vmss_name" in proc.stdout
         assert "WARNING" not in proc.stderr, proc.stderr
+
+
+def scale_set_tags(emulator, vmss):
+    for ss in emulator.state()["subscriptions"][0]["scale_sets"]:
+        if ss["name"] == vmss:
+            return ss.get("tags") or {}
+    raise KeyError(vmss)
+
+
+def test_protected_settings_change_alone_is_detected_through_the_scale_set_tag(run_playbook, emulator):
+    emulator.settings(handler_duration_s=0.2)
+    tag = "azure_vm.extensions.protected_settings.customScript"
+
+    def task(title, secret, **options):
+        return ext_task(title, vmss="vmss-auto", settings={"fileUris": []},
+                        protected_settings={"commandToExecute": "run " + secret}, **options)
+
+    run = run_playbook(playbook(task("first", "vmss-secret-one"), task("same", "vmss-secret-one")), expect_rc=0)
+    assert run.task("first")["changed"] is True and run.task("same")["changed"] is False
+    stored = scale_set_tags(emulator, "vmss-auto")[tag]
+    assert stored.startswith("pbkdf2-sha256$") and "vmss-secret-one" not in stored
+    # The tag went through the Tags API (Merge), never a write of the scale set's model.
+    tag_writes = [r for r in scale_set_writes(emulator, "vmss-auto") if r["path"].endswith("/tags/default")]
+    assert [(r["method"], r["body"]["operation"]) for r in tag_writes] == [("PATCH", "Merge")]
+    # Someone else's tag on the scale set survives our writes.
+    from emulator_clients import resources
+
+    resources(emulator).tags.begin_update_at_scope(
+        tag_writes[0]["path"].split("/providers/Microsoft.Resources")[0],
+        {"operation": "Merge", "properties": {"tags": {"owner": "ops"}}}).result()
+    count = len(emulator.arm_requests())
+    rotated = run_playbook(playbook(task("rotate", "vmss-secret-two")), verbosity=4, expect_rc=0)
+    assert "changed=1" in rotated.stdout
+    assert [r["method"] for r in writes_since(emulator, count) if "/extensions/" in r["path"]] == ["PUT"]
+    assert scale_set_tags(emulator, "vmss-auto")["owner"] == "ops"
+    assert scale_set_tags(emulator, "vmss-auto")[tag] != stored
+    assert "vmss-secret-two" not in rotated.stdout + rotated.stderr + json.dumps(emulator.requests())
+    # Removing the extension removes its fingerprint, and only that tag.
+    gone = run_playbook(playbook(ext_task("absent", vmss="vmss-auto", state="absent")), expect_rc=0)
+    assert gone.task("absent")["changed"] is True
+    assert scale_set_tags(emulator, "vmss-auto") == {"owner": "ops"}

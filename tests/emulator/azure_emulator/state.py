@@ -100,6 +100,7 @@ class ScaleSet:
         self.instances = []
         self.busy_until = 0.0
         self.unique_id = stable_id(sub, rg, "vmss", name)
+        self.tags = {}              # the resource's tags (Microsoft.Resources/tags at the scale set's scope)
 
 
 class Operation:
@@ -302,6 +303,7 @@ class State:
             raise SeedError(f"scale set {spec['name']!r}: upgrade_policy must be Manual, Automatic or Rolling")
         vmss = ScaleSet(sub.id, rg["name"], spec["name"], spec.get("location", rg["location"]), os_type, mode,
                         int(spec.get("max_batch_instance_percent", 20)), status, version)
+        vmss.tags = dict(spec.get("tags") or {})
         for ext_spec in spec.get("extensions") or []:
             ext = _seed_extension(ext_spec, None, os_type)
             ext.version = vmss.model_version

@@ -53,7 +53,7 @@ def model_extension_body(ctx, ss, ext, provisioning_state=None):
 
 def scale_set_body(ctx, ss):
     return {
-        "name": ss.name, "id": vmss_id(ss), "type": VMSS_TYPE, "location": ss.location,
+        "name": ss.name, "id": vmss_id(ss), "type": VMSS_TYPE, "location": ss.location, "tags": dict(ss.tags),
         "sku": {"name": "Standard_B2s", "tier": "Standard", "capacity": len(ss.instances)},
         "properties": {
             "uniqueId": ss.unique_id,
@@ -302,8 +302,43 @@ def get_instance_view(ctx, sub, rg, vmss, instance_id):
     return 200, instance_view(ctx, ss, _instance(ss, instance_id))
 
 
+TAG_OPERATIONS = ("Merge", "Replace", "Delete")
+
+
+def _tags_body(ss):
+    return {"id": f"{vmss_id(ss)}/providers/Microsoft.Resources/tags/default", "name": "default",
+            "type": "Microsoft.Resources/tags", "properties": {"tags": dict(ss.tags)}}
+
+
+def get_tags(ctx, sub, rg, vmss):
+    return 200, _tags_body(find_scale_set(ctx, rg, vmss))
+
+
+def patch_tags(ctx, sub, rg, vmss):
+    """Tags - Update At Scope: Merge adds or replaces the given tags and leaves the others, as ARM does, so a
+    client can change its own tag without overwriting a concurrent change to another."""
+    ss = find_scale_set(ctx, rg, vmss)
+    body = ctx.body if isinstance(ctx.body, dict) else {}
+    operation = body.get("operation")
+    tags = (body.get("properties") or {}).get("tags")
+    if operation not in TAG_OPERATIONS or not isinstance(tags, dict):
+        raise ArmError(400, "InvalidRequestContent",
+                       "The request must have 'operation' (one of Merge, Replace, Delete) and 'properties.tags'.")
+    if operation == "Merge":
+        ss.tags.update(tags)
+    elif operation == "Replace":
+        ss.tags = dict(tags)
+    else:
+        for key, value in tags.items():
+            if ss.tags.get(key) == value or value in ("", None):
+                ss.tags.pop(key, None)
+    return 200, _tags_body(ss)
+
+
 def register(router):
     ss = rf"{COMPUTE}/virtualMachineScaleSets/(?P<vmss>[^/]+)"
+    router.add("GET", rf"{ss}/providers/Microsoft\.Resources/tags/default", get_tags)
+    router.add("PATCH", rf"{ss}/providers/Microsoft\.Resources/tags/default", patch_tags)
     router.add("GET", rf"{COMPUTE}/virtualMachineScaleSets", list_scale_sets)
     router.add("GET", ss, get_scale_set)
     router.add("GET", rf"{ss}/extensions", list_extensions)
