@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import configparser
+import importlib
 import json
 import os
 import threading
@@ -46,6 +47,13 @@ except ImportError:
 
     HttpResponseError = AzureError
     SansIOHTTPPolicy = object
+
+# Each SDK client: where it lives and the pip package that brings it (for a clear "install this" failure).
+SDK_CLIENTS = {
+    "compute": ("azure.mgmt.compute", "ComputeManagementClient", "azure-mgmt-compute"),
+    "features": ("azure.mgmt.resource.features", "FeatureClient", "azure-mgmt-resource-features"),
+    "resources": ("azure.mgmt.resource.resources", "ResourceManagementClient", "azure-mgmt-resource"),
+}
 
 COLLECTION_VERSION = "0.1.0"
 USER_AGENT = "azure_vm.extensions/%s ansible-core/%s" % (COLLECTION_VERSION, ANSIBLE_VERSION)
@@ -313,23 +321,22 @@ class AzureConnection(object):
                                          per_retry_policies=[self.pacing], **kwargs)
         return self._clients[key]
 
+    def client(self, name):
+        """The SDK client `name` (a key of SDK_CLIENTS), built once per connection."""
+        module_name, class_name, dummy = SDK_CLIENTS[name]
+        return self._client(name, getattr(importlib.import_module(module_name), class_name))
+
     @property
     def compute(self):
-        from azure.mgmt.compute import ComputeManagementClient
-
-        return self._client("compute", ComputeManagementClient)
+        return self.client("compute")
 
     @property
     def features(self):
-        from azure.mgmt.resource.features import FeatureClient
-
-        return self._client("features", FeatureClient)
+        return self.client("features")
 
     @property
     def resources(self):
-        from azure.mgmt.resource.resources import ResourceManagementClient
-
-        return self._client("resources", ResourceManagementClient)
+        return self.client("resources")
 
 
 def describe_azure_error(exc, operation, resource_id=None):
@@ -361,15 +368,22 @@ def error_code(exc):
 class AzureModule(object):
     """An AnsibleModule with the auth options, a lazily built AzureConnection and Azure-aware failures."""
 
-    def __init__(self, argument_spec, **kwargs):
+    def __init__(self, argument_spec, clients=("compute",), **kwargs):
+        """clients: the SDK clients (keys of SDK_CLIENTS) the module uses; a missing one fails before any work."""
         spec = dict(AZURE_AUTH_ARGSPEC)
         spec.update(argument_spec)
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
         self.params = self.module.params
         self.check_mode = self.module.check_mode
         if not HAS_AZURE:
-            self.module.fail_json(msg=missing_required_lib("azure-identity and azure-mgmt-compute"),
+            self.module.fail_json(msg=missing_required_lib("azure-identity and azure-core"),
                                   exception=AZURE_IMPORT_ERROR)
+        for name in clients:
+            try:
+                importlib.import_module(SDK_CLIENTS[name][0])
+            except ImportError:
+                self.module.fail_json(msg=missing_required_lib(SDK_CLIENTS[name][2]),
+                                      exception=traceback.format_exc())
         self._connection = None
 
     @property

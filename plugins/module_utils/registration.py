@@ -14,9 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
-import traceback
 
-from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     HttpResponseError,
     error_code,
@@ -40,24 +38,6 @@ TARGET_NAME = {"registered": "Registered", "unregistered": "Unregistered"}
 
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)+$")
 FEATURE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-SDK_PACKAGES = {
-    "features": ("azure.mgmt.resource.features", "azure-mgmt-resource-features"),
-    "resources": ("azure.mgmt.resource.resources", "azure-mgmt-resource"),
-}
-
-
-def require_sdk(azure, *clients):
-    """Fail with the pip package to install when an SDK package the module needs is missing."""
-    import importlib
-
-    for client in clients:
-        module_name, package = SDK_PACKAGES[client]
-        try:
-            importlib.import_module(module_name)
-        except ImportError:
-            azure.fail(missing_required_lib(package), exception=traceback.format_exc())
 
 
 def norm(state):

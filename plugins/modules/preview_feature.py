@@ -163,7 +163,6 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.registration i
     is_heading,
     read_feature,
     read_provider,
-    require_sdk,
     send_provider,
     validate_feature_name,
     validate_namespace,
@@ -271,6 +270,7 @@ class PreviewFeature(object):
 
 def main():
     azure = AzureModule(
+        clients=("features", "resources"),
         argument_spec=dict(
             namespace=dict(type="str", required=True),
             name=dict(type="str", required=True),
@@ -284,7 +284,6 @@ def main():
     validate_namespace(azure, azure.params["namespace"])
     validate_feature_name(azure, azure.params["name"])
     validate_timeout(azure)
-    require_sdk(azure, "features", "resources")
     azure.exit(**PreviewFeature(azure).run())
 
 

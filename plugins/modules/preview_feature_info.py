@@ -106,7 +106,6 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.query import a
 from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import (
     feature_result,
     read_feature,
-    require_sdk,
     validate_feature_name,
     validate_namespace,
 )
@@ -128,6 +127,7 @@ def read_features(azure, namespace, name):
 
 def main():
     azure = AzureModule(
+        clients=("features",),
         argument_spec=dict(
             namespace=dict(type="str"),
             name=dict(type="str"),
@@ -140,7 +140,6 @@ def main():
     if params["namespace"] is not None:
         validate_namespace(azure, params["namespace"])
     validate_feature_name(azure, params["name"])
-    require_sdk(azure, "features")
     result = dict(changed=False, features=read_features(azure, params["namespace"], params["name"]))
     if params["query"]:
         result["query_result"] = apply_query(azure, params["query"], result)

@@ -121,7 +121,6 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.registration i
     is_done,
     is_heading,
     read_provider,
-    require_sdk,
     send_provider,
     validate_namespace,
     validate_timeout,
@@ -159,6 +158,7 @@ def run(azure):
 
 def main():
     azure = AzureModule(
+        clients=("resources",),
         argument_spec=dict(
             namespace=dict(type="str", required=True),
             state=dict(type="str", default="registered", choices=["registered", "unregistered"]),
@@ -172,7 +172,6 @@ def main():
     validate_timeout(azure)
     if azure.params["reregister"] and azure.params["state"] != "registered":
         azure.fail("reregister=true needs state=registered")
-    require_sdk(azure, "resources")
     azure.exit(**run(azure))
 
 
