@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt tests/requirements.txt
+$(STAMP): requirements.txt tests/requirements.txt tests/constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r tests/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r tests/requirements.txt -c tests/constraints.txt
 	touch $(STAMP)
 
 # Debian packages the guest tests need (debootstrap, iproute2, ...); CI runs as root on Debian.
