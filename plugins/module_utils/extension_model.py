@@ -142,10 +142,16 @@ def version_tuple(version):
     return tuple(parts)
 
 
+def versions_matching(versions, prefix=None):
+    """The versions under a prefix ('2.1' takes 2.1, 2.1.6 and 2.1.10, not 2.10), in numeric order."""
+    return sorted((v for v in versions if not prefix or v == prefix or v.startswith(prefix.rstrip(".") + ".")),
+                  key=version_tuple)
+
+
 def latest_version(versions, prefix=None):
     """The highest version by numeric order (ARM lists them as strings: '2.1.10' < '2.1.6' there)."""
-    candidates = [v for v in versions if not prefix or v == prefix or v.startswith(prefix.rstrip(".") + ".")]
-    return max(candidates, key=version_tuple) if candidates else None
+    candidates = versions_matching(versions, prefix)
+    return candidates[-1] if candidates else None
 
 
 def handler_version(version):

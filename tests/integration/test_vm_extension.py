@@ -246,7 +246,7 @@ def test_info_query_and_agent(run_playbook, emulator):
     assert "query: invalid JMESPath expression" in bad.task("info")["msg"]
 
 
-@pytest.mark.parametrize("module", ["vm_extension", "vm_extension_info"])
+@pytest.mark.parametrize("module", ["vm_extension", "vm_extension_info", "extension_image_info"])
 def test_ansible_doc_renders(ansible_env, module):
     import subprocess
     import sys

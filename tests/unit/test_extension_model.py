@@ -141,3 +141,9 @@ def test_extensions_from_one_vm_read_carry_their_instance_views():
     assert found[0]["properties"]["instanceView"]["statuses"][0]["code"] == "ProvisioningState/succeeded"
     assert "instanceView" not in found[1]["properties"]
     assert em.extensions_from_vm({}) == []
+
+
+def test_versions_matching_a_prefix_in_numeric_order():
+    versions = ["2.1.10", "2.10.1", "2.1.6", "2.1", "1.9"]
+    assert em.versions_matching(versions, "2.1") == ["2.1", "2.1.6", "2.1.10"]
+    assert em.versions_matching(versions) == ["1.9", "2.1", "2.1.6", "2.1.10", "2.10.1"]

@@ -1,0 +1,137 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: azure_vm.extensions contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: extension_image_info
+short_description: List the VM extension types and versions a publisher offers in an Azure region
+version_added: 0.1.0
+description:
+  - The extension image catalogue of a region, as C(az vm extension image list) and C(Get-AzVMExtensionImage) show
+    it - a publisher's extension types, each with its versions and the latest one.
+  - Versions are ordered numerically (C(2.1.10) is newer than C(2.1.6)); ARM itself lists them as strings.
+author:
+  - azure_vm.extensions maintainers (@azure-vm)
+options:
+  location:
+    description: Azure region, for example C(westeurope).
+    type: str
+    required: true
+  publisher:
+    description: Extension publisher, for example C(Microsoft.Azure.Extensions).
+    type: str
+    required: true
+  type:
+    description: Only this extension type, for example C(CustomScript). Without it, every type of the publisher.
+    type: str
+  version:
+    description:
+      - Only versions under this prefix; C(2.1) matches C(2.1), C(2.1.6) and C(2.1.10) but not C(2.10).
+    type: str
+  query:
+    description:
+      - A JMESPath expression applied to the result (as C(az ... --query) does); its value is returned as
+        RV(query_result). It sees C(images).
+    type: str
+extends_documentation_fragment:
+  - azure_vm.extensions.azure
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Read-only.
+"""
+
+EXAMPLES = r"""
+- name: The CustomScript versions available in West Europe
+  azure_vm.extensions.extension_image_info:
+    location: westeurope
+    publisher: Microsoft.Azure.Extensions
+    type: CustomScript
+  register: custom_script
+
+- name: The newest 2.1.x
+  azure_vm.extensions.extension_image_info:
+    location: westeurope
+    publisher: Microsoft.Azure.Extensions
+    type: CustomScript
+    version: "2.1"
+    query: "images[0].latest"
+  register: newest
+"""
+
+RETURN = r"""
+images:
+  description: One entry per extension type of the publisher (or the one asked for).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    publisher:
+      description: Publisher.
+      type: str
+      sample: Microsoft.Azure.Extensions
+    type:
+      description: Extension type.
+      type: str
+      sample: CustomScript
+    versions:
+      description: Versions (under O(version) if given), oldest first in numeric order.
+      type: list
+      elements: str
+      sample: ["2.0.2", "2.1.6", "2.1.10"]
+    latest:
+      description: The newest of RV(images[].versions), or null when none matched.
+      type: str
+      sample: "2.1.10"
+query_result:
+  description: The value of O(query) over the result.
+  returned: when O(query) is given
+  type: raw
+"""
+
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule, HttpResponseError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import versions_matching
+from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
+
+
+def main():
+    azure = AzureModule(
+        argument_spec=dict(
+            location=dict(type="str", required=True),
+            publisher=dict(type="str", required=True),
+            type=dict(type="str"),
+            version=dict(type="str"),
+            query=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    params = azure.params
+    images = azure.connection.compute.virtual_machine_extension_images
+    where = "extension images of %s in %s" % (params["publisher"], params["location"])
+    try:
+        types = [params["type"]] if params["type"] else \
+            [image.name for image in images.list_types(params["location"], params["publisher"])]
+        found = []
+        for name in types:
+            versions = versions_matching([image.name for image in images.list_versions(
+                params["location"], params["publisher"], name)], params["version"])
+            found.append(dict(publisher=params["publisher"], type=name, versions=versions,
+                              latest=versions[-1] if versions else None))
+    except HttpResponseError as exc:
+        azure.fail_azure(exc, "listing", where)
+    result = dict(changed=False, images=found)
+    if params["query"]:
+        result["query_result"] = apply_query(azure, params["query"], result)
+    azure.exit(**result)
+
+
+if __name__ == "__main__":
+    main()
