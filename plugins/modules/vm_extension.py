@@ -43,42 +43,6 @@ options:
     type: str
     default: present
     choices: [present, absent]
-  publisher:
-    description:
-      - Extension publisher, for example C(Microsoft.Azure.Extensions). Required with O(state=present).
-      - Cannot change on an existing extension; delete it first or use the C(rerun_extension) role.
-    type: str
-  type:
-    description:
-      - Extension type, for example C(CustomScript). Required with O(state=present). Casing differences that
-        Azure normalizes are not changes.
-    type: str
-  type_handler_version:
-    description:
-      - Handler version, for example C(2.1). Required with O(state=present).
-      - V(latest) picks the highest version in the VM's region from the extension image catalogue (numeric
-        order); with O(auto_upgrade_minor_version=true) its major.minor is used.
-    type: str
-  settings:
-    description: Public settings (JSON object). Compared deeply; key order and "1" versus 1 do not count as changes.
-    type: dict
-  protected_settings:
-    description:
-      - Protected settings, encrypted by Azure and never returned by it. Never logged, shown masked in diffs.
-      - Mutually exclusive with O(protected_settings_from_key_vault).
-    type: dict
-  protected_settings_from_key_vault:
-    description: Protected settings held in Key Vault, referenced instead of passed.
-    type: dict
-    suboptions:
-      secret_url:
-        description: URL of the Key Vault secret.
-        type: str
-        required: true
-      source_vault_id:
-        description: Resource id of the Key Vault.
-        type: str
-        required: true
   protected_settings_fingerprint:
     description:
       - ARM never returns protected settings, so a change to them alone is invisible. With this on, the module
@@ -89,31 +53,9 @@ options:
         nothing; then protected settings are only sent when something else changes, on creation, or with O(rerun)."
     type: bool
     default: true
-  auto_upgrade_minor_version:
-    description: Let Azure use the newest minor version of O(type_handler_version) at deployment (recommended).
-    type: bool
-    default: true
-  enable_automatic_upgrade:
-    description:
-      - Let the platform upgrade the extension automatically when a new version is published (automatic
-        extension upgrade). Not managed when omitted.
-    type: bool
   suppress_failures:
     description: Suppress handler failures (the VM's provisioning does not fail). Not managed when omitted.
     type: bool
-  force_update_tag:
-    description: A string that, when changed, makes Azure run the handler again even if nothing else changed.
-    type: str
-  rerun:
-    description:
-      - Run the handler again now, by sending a new unique O(force_update_tag). Always reports a change.
-      - Mutually exclusive with O(force_update_tag).
-    type: bool
-    default: false
-  provision_after_extensions:
-    description: Extensions that must be provisioned before this one.
-    type: list
-    elements: str
   tags:
     description: Tags of the extension resource (the fingerprint tag is managed separately).
     type: dict
@@ -145,6 +87,7 @@ options:
     type: int
 extends_documentation_fragment:
   - azure_vm.extensions.azure
+  - azure_vm.extensions.extension
 attributes:
   check_mode:
     support: full

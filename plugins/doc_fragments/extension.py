@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# Copyright: azure_vm.extensions contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+
+    # The extension definition shared by vm_extension and vmss_extension (module_utils/extension_model.py).
+    DOCUMENTATION = r"""
+options:
+  publisher:
+    description:
+      - Extension publisher, for example C(Microsoft.Azure.Extensions). Required with O(state=present).
+      - Cannot change on an existing extension; delete it first or use the C(rerun_extension) role.
+    type: str
+  type:
+    description:
+      - Extension type, for example C(CustomScript). Required with O(state=present). Casing differences that
+        Azure normalizes are not changes.
+    type: str
+  type_handler_version:
+    description:
+      - Handler version, for example C(2.1). Required with O(state=present).
+      - V(latest) picks the highest version in the region from the extension image catalogue (numeric order);
+        with O(auto_upgrade_minor_version=true) its major.minor is used.
+    type: str
+  settings:
+    description: Public settings (JSON object). Compared deeply; key order and "1" versus 1 do not count as changes.
+    type: dict
+  protected_settings:
+    description:
+      - Protected settings, encrypted by Azure and never returned by it. Never logged, shown masked in diffs.
+      - A change of these alone is detected through O(protected_settings_fingerprint).
+      - Mutually exclusive with O(protected_settings_from_key_vault).
+    type: dict
+  protected_settings_from_key_vault:
+    description: Protected settings held in Key Vault, referenced instead of passed.
+    type: dict
+    suboptions:
+      secret_url:
+        description: URL of the Key Vault secret.
+        type: str
+        required: true
+      source_vault_id:
+        description: Resource id of the Key Vault.
+        type: str
+        required: true
+  auto_upgrade_minor_version:
+    description: Let Azure use the newest minor version of O(type_handler_version) at deployment (recommended).
+    type: bool
+    default: true
+  enable_automatic_upgrade:
+    description:
+      - Let the platform upgrade the extension automatically when a new version is published (automatic
+        extension upgrade; on a scale set Azure rolls it through in batches of 20%). Not managed when omitted.
+    type: bool
+  force_update_tag:
+    description: A string that, when changed, makes Azure run the handler again even if nothing else changed.
+    type: str
+  rerun:
+    description:
+      - Run the handler again now, by sending a new unique O(force_update_tag). Always reports a change.
+      - Mutually exclusive with O(force_update_tag).
+    type: bool
+    default: false
+  provision_after_extensions:
+    description: Extensions that must be provisioned before this one (extension sequencing).
+    type: list
+    elements: str
+"""
