@@ -1,7 +1,6 @@
 """vm_extension and vm_extension_info with the real ansible-playbook against the emulator."""
 import json
 
-import pytest
 
 from harness import playbook
 
@@ -244,16 +243,3 @@ def test_info_query_and_agent(run_playbook, emulator):
     assert down.task("info")["vm_agent"]["ready"] is False
     bad = run_playbook(playbook(info_task(query="extensions[?")))
     assert "query: invalid JMESPath expression" in bad.task("info")["msg"]
-
-
-@pytest.mark.parametrize("module", ["vm_extension", "vm_extension_info", "extension_image_info"])
-def test_ansible_doc_renders(ansible_env, module):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    doc = Path(sys.executable).parent / "ansible-doc"
-    out = subprocess.run([str(doc), "azure_vm.extensions." + module], env=ansible_env, capture_output=True,
-                         text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    assert "resource_group" in out.stdout and "cloud_environment" in out.stdout

@@ -1,6 +1,9 @@
 """The collection's metadata stays complete as modules are added."""
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,3 +21,13 @@ def test_every_azure_module_uses_the_auth_fragment():
     for path in (ROOT / "plugins" / "modules").glob("*.py"):
         if path.stem not in GUEST_SIDE:
             assert "azure_vm.extensions.azure" in path.read_text(), path.name
+
+
+@pytest.mark.parametrize("module", sorted(path.stem for path in (ROOT / "plugins" / "modules").glob("*.py")))
+def test_ansible_doc_renders_every_module(ansible_env, module):
+    doc = Path(sys.executable).parent / "ansible-doc"
+    out = subprocess.run([str(doc), "azure_vm.extensions." + module], env=ansible_env, capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "EXAMPLES" in out.stdout and "RETURN VALUES" in out.stdout
+    assert "[WARNING]" not in out.stderr, out.stderr
