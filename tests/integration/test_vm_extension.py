@@ -1,7 +1,6 @@
 """vm_extension and vm_extension_info with the real ansible-playbook against the emulator."""
 import json
 
-
 from harness import playbook
 
 RG = "rg-demo"
