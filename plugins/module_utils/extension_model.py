@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 import re
+import uuid
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import HttpResponseError
 
@@ -288,6 +289,36 @@ def build_body(desired, location, current=None, use_fingerprint=True):
     if tags:
         body["tags"] = tags
     return body
+
+
+def desired_definition(azure, current, location, where, target_id):
+    """The options as they will be sent: a publisher/type change is refused (it cannot be done in place),
+    'latest' becomes a real version, and rerun becomes a fresh force-update tag. where: e.g. "VM vm-web-01"."""
+    params = azure.params
+    if current is not None:
+        conflicts = identity_conflicts(params, current)
+        if conflicts:
+            azure.fail("extension %s on %s: %s cannot change in place. Delete the extension first (state=absent) "
+                       "or use the azure_vm.extensions.rerun_extension role." % (params["name"], where,
+                                                                                 ", ".join(conflicts)))
+    desired = dict(params)
+    desired["type_handler_version"] = resolve_type_handler_version(azure, location, target_id)
+    if params["rerun"]:
+        desired["force_update_tag"] = str(uuid.uuid4())
+    return desired
+
+
+def write_diff(current, body, target_id, name, protected_settings, omit=("instance_view", "provisioning_state")):
+    """Before/after of a write as diff mode shows it: protected values masked, the omitted fields left out."""
+    after = extension_result(body)
+    after.update(id=target_id, name=name)
+    if protected_settings is not None:
+        after["protected_settings"] = mask_secrets(protected_settings)
+    diff = dict(before=extension_result(current) if current else {}, after=after)
+    for side in diff.values():
+        for key in omit:
+            side.pop(key, None)
+    return diff
 
 
 # ---- results and status ------------------------------------------------------------------------------------------

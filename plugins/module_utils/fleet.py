@@ -26,10 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    HttpResponseError,
     describe_azure_error,
     error_code,
-    resource_id,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
     EXTENSION_OPTION_RULES,
@@ -43,6 +41,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
     VM_EXTENSION_OPTIONS,
     VmExtension,
+    read_vm,
 )
 
 # One declared extension: vm_extension's options, but the VM comes from its target and the fleet does the waiting.
@@ -170,14 +169,7 @@ class Fleet(object):
     def read_vm(self, target):
         with self._lock:
             self.reads += 1
-        try:
-            return self.compute.virtual_machines.get(target.group, target.vm_name, expand="instanceView").as_dict()
-        except HttpResponseError as exc:
-            if exc.status_code == 404:
-                raise TargetFailed("virtual machine %r not found in resource group %r (%s)" % (
-                    target.vm_name, target.group, error_code(exc) or "NotFound"), {"error_code": "NotFound"})
-            raise TargetFailed(describe_azure_error(exc, "reading", resource_id(
-                self.connection.subscription_id, target.group, "virtualMachines", target.vm_name)))
+        return read_vm(TargetModule({}, self.connection, self.check_mode), target.group, target.vm_name)
 
     def plan(self, target):
         """First read of a VM, validation of its declarations, and its list of operations."""

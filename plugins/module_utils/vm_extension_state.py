@@ -12,10 +12,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import time
-import uuid
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     HttpResponseError,
+    error_code,
     resource_id,
     submit_with_retry,
     wait_for_poller,
@@ -25,15 +25,14 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     build_body,
     changed_properties,
     default_timeout,
+    desired_definition,
     extension_result,
     extensions_from_vm,
     handler_state,
-    identity_conflicts,
     instance_view_result,
-    mask_secrets,
-    resolve_type_handler_version,
     status_messages,
     vm_agent_result,
+    write_diff,
 )
 
 # The options of one VM extension (the vm_extension module adds vm_name; the fleet module takes it per target).
@@ -45,6 +44,18 @@ VM_EXTENSION_OPTIONS = dict(
     check_vm_agent=dict(type="bool", default=True),
     ignore_failed_extensions=dict(type="bool", default=False),
 )
+
+
+def read_vm(azure, resource_group, vm_name):
+    """The VM with $expand=instanceView: its agent, and every extension with its instance view, in one read."""
+    try:
+        return azure.connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView").as_dict()
+    except HttpResponseError as exc:
+        if exc.status_code == 404:
+            azure.fail("virtual machine %r not found in resource group %r (%s)" % (
+                vm_name, resource_group, error_code(exc) or "NotFound"), error_code="NotFound")
+        azure.fail_azure(exc, "reading", resource_id(azure.connection.subscription_id, resource_group,
+                                                     "virtualMachines", vm_name))
 
 
 class VmExtension(object):
@@ -70,15 +81,7 @@ class VmExtension(object):
 
     # ---- reads -------------------------------------------------------------------------------------------------
     def read_vm(self):
-        if self._vm is not None:
-            return self._vm
-        try:
-            return self.compute.virtual_machines.get(self.group, self.vm_name, expand="instanceView").as_dict()
-        except HttpResponseError as exc:
-            if exc.status_code == 404:
-                self.azure.fail("virtual machine %r not found in resource group %r (%s)" % (
-                    self.vm_name, self.group, exc.error.code if exc.error else "NotFound"), error_code="NotFound")
-            self.azure.fail_azure(exc, "reading", self.vm_id)
+        return self._vm if self._vm is not None else read_vm(self.azure, self.group, self.vm_name)
 
     def extension_in(self, vm):
         """This extension from the VM read (ARM lists a VM's extensions in full), or None."""
@@ -117,9 +120,6 @@ class VmExtension(object):
                         ", ".join(ext["name"] for ext in failed), self.vm_name,
                         "\n".join("%s: %s" % (ext["name"], status_messages(ext)) for ext in failed)),
                     failed_extensions=[ext["name"] for ext in failed])
-
-    def resolve_version(self, location):
-        return resolve_type_handler_version(self.azure, location, self.ext_id)
 
     # ---- writes and waits --------------------------------------------------------------------------------------
     def wait_for_handler(self, poller):
@@ -193,17 +193,7 @@ class VmExtension(object):
         vm = self.read_vm()
         location = params["location"] or vm.get("location")
         current = self.extension_in(vm)
-        if current is not None:
-            conflicts = identity_conflicts(params, current)
-            if conflicts:
-                self.azure.fail(
-                    "extension %s on VM %s: %s cannot change in place. Delete the extension first (state=absent) "
-                    "or use the azure_vm.extensions.rerun_extension role." % (self.name, self.vm_name,
-                                                                              ", ".join(conflicts)))
-        desired = dict(params)
-        desired["type_handler_version"] = self.resolve_version(location)
-        if params["rerun"]:
-            desired["force_update_tag"] = str(uuid.uuid4())
+        desired = desired_definition(self.azure, current, location, "VM %s" % self.vm_name, self.ext_id)
         use_fingerprint = params["protected_settings_fingerprint"]
         changes = ["state"] if current is None else changed_properties(desired, current, use_fingerprint)
         if current is not None and not changes:
@@ -215,14 +205,7 @@ class VmExtension(object):
             return dict(changed=False, changes=[], extension=extension_result(current), instance_view=view)
         self.check_vm_ready(vm)
         body = build_body(desired, location, current, use_fingerprint)
-        after = extension_result(body)
-        after.update(id=self.ext_id, name=self.name)
-        if params["protected_settings"] is not None:
-            after["protected_settings"] = mask_secrets(params["protected_settings"])
-        diff = dict(before=extension_result(current) if current else {}, after=after)
-        for side in diff.values():
-            side.pop("instance_view", None)
-            side.pop("provisioning_state", None)
+        diff = write_diff(current, body, self.ext_id, self.name, params["protected_settings"])
         if self.azure.check_mode:
             return dict(changed=True, changes=changes, extension=diff["after"], diff=diff)
         poller = self.submit(lambda: self.compute.virtual_machine_extensions.begin_create_or_update(

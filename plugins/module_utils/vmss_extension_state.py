@@ -10,7 +10,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import time
-import uuid
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     HttpResponseError,
@@ -24,12 +23,11 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     build_body,
     changed_properties,
     default_timeout,
+    desired_definition,
     extension_result,
     fingerprint,
     fingerprint_matches,
-    identity_conflicts,
-    mask_secrets,
-    resolve_type_handler_version,
+    write_diff,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout import (
     RolloutBackend,
@@ -123,9 +121,6 @@ class VmssExtension(object):
                 self.group, self.vmss_name, expand="instanceView")]
         except HttpResponseError as exc:
             self.azure.fail_azure(exc, "reading the instances of", self.vmss_id)
-
-    def resolve_version(self, location):
-        return resolve_type_handler_version(self.azure, location, self.ext_id)
 
     # ---- writes ------------------------------------------------------------------------------------------------
     def submit(self, begin, operation="writing", target=None):
@@ -319,18 +314,8 @@ class VmssExtension(object):
         location = vmss.get("location")
         mode, rolling_pct = self.policy_of(vmss)
         current = self.read_extension()
-        if current is not None:
-            conflicts = identity_conflicts(params, current)
-            if conflicts:
-                self.azure.fail(
-                    "extension %s on scale set %s: %s cannot change in place. Delete the extension first "
-                    "(state=absent) or use the azure_vm.extensions.rerun_extension role." % (
-                        self.name, self.vmss_name, ", ".join(conflicts)))
-        desired = dict(params)
+        desired = desired_definition(self.azure, current, location, "scale set %s" % self.vmss_name, self.ext_id)
         desired["tags"] = None  # scale-set extensions have no tags
-        desired["type_handler_version"] = self.resolve_version(location)
-        if params["rerun"]:
-            desired["force_update_tag"] = str(uuid.uuid4())
         changes = ["state"] if current is None else changed_properties(
             desired, self.with_stored_fingerprint(current, vmss), params["protected_settings_fingerprint"])
         instances = self.read_instances()
@@ -363,14 +348,8 @@ class VmssExtension(object):
             return self.finish(result, summary, statuses)
         self.check_health(instances, mode, targets)
         body = {"properties": build_body(desired, location, current, use_fingerprint=False)["properties"]}
-        after = ext_result(body)
-        after.update(id=self.ext_id, name=self.name)
-        if params["protected_settings"] is not None:
-            after["protected_settings"] = mask_secrets(params["protected_settings"])
-        diff = dict(before=ext_result(current) if current else {}, after=after)
-        for side in diff.values():
-            for key in ("instance_view", "provisioning_state", "location", "tags"):
-                side.pop(key, None)
+        diff = write_diff(current, body, self.ext_id, self.name, params["protected_settings"],
+                          omit=("instance_view", "provisioning_state", "location", "tags"))
         if self.azure.check_mode:
             return self.planned(mode, instances, targets, dict(changed=True, changes=changes, extension=diff["after"],
                                                                diff=diff))
