@@ -35,7 +35,7 @@ class Ctx:
     def page(self, items):
         """ARM paging: page_size items and a nextLink carrying $skiptoken.
 
-        As ARM's list operations do (the nextLink of ../shared/reference/arm-examples/.../
+        As ARM's list operations do (the nextLink of tests/data/arm-examples/.../
         VirtualMachineScaleSetExtension_List_MaximumSet_Gen.json and VirtualMachineScaleSetVM_List_MaximumSet_Gen.json),
         the nextLink is an absolute URL that repeats the request's own query (api-version, statusOnly, $expand,
         $filter...): the SDKs GET it as it is, without adding anything.

@@ -19,6 +19,9 @@ DEFAULT_SETTINGS = {
     # ARM's per-subscription budgets: 1200 writes and 12000 reads per hour.
     "throttle": {"writes": 1200, "reads": 12000, "window_s": 3600.0},
     "page_size": 10,
+    # True: feature and provider registrations stay in their transitional state (Registering, Unregistering)
+    # until it is set back to false, so tests hold a state instead of racing the clock.
+    "hold_registrations": False,
 }
 
 ARM_AUDIENCE = "https://management.azure-emulator.local/"
@@ -130,12 +133,13 @@ class Subscription:
 class Transition:
     """A registration state that moves on its own: `state` now, `target` from `until` on."""
 
-    def __init__(self, namespace, name, state):
+    def __init__(self, namespace, name, state, held=lambda: False):
         self.namespace, self.name, self.state = namespace, name, state
         self.target, self.until = None, None
+        self.held = held  # the hold_registrations setting: while true, a transition does not finish
 
     def current(self, now):
-        if self.until is not None and now >= self.until:
+        if self.until is not None and now >= self.until and not self.held():
             self.state, self.target, self.until = self.target, None, None
         return self.state
 
@@ -224,10 +228,17 @@ class State:
                 raise ValueError("throttle takes an object with writes, reads and window_s")
             self.settings["throttle"].update(value)
             self.throttle = {}
+        elif isinstance(DEFAULT_SETTINGS[key], bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"setting {key!r} must be true or false")
+            self.settings[key] = value
         else:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"setting {key!r} must be a non-negative number")
             self.settings[key] = int(value) if key == "page_size" else float(value)
+
+    def _held(self):
+        return self.settings["hold_registrations"]
 
     def merge_settings(self, values):
         with self.lock:
@@ -270,9 +281,9 @@ class State:
             self._load_vm_set(sub, vm_set)
         for namespace, features in (spec.get("features") or {}).items():
             for name, state in (features or {}).items():
-                sub.features[(namespace.lower(), name.lower())] = Transition(namespace, name, state)
+                sub.features[(namespace.lower(), name.lower())] = Transition(namespace, name, state, self._held)
         for namespace, state in (spec.get("providers") or {}).items():
-            sub.providers[namespace.lower()] = Transition(namespace, namespace, state)
+            sub.providers[namespace.lower()] = Transition(namespace, namespace, state, self._held)
 
     def _load_vm(self, sub, rg, spec):
         os_type = _os_type(spec)

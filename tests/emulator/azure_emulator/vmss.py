@@ -282,7 +282,7 @@ def instance_body(ctx, ss, instance, with_view):
         "id": f"{vmss_id(ss)}/virtualMachines/{instance.instance_id}",
         "type": f"{VMSS_TYPE}/virtualMachines", "location": ss.location,
         "sku": {"name": "Standard_B2s", "tier": "Standard"}, "properties": properties,
-        # As ARM does (VirtualMachineScaleSetVM_List_MaximumSet_Gen.json in ../shared/reference/arm-examples):
+        # As ARM does (VirtualMachineScaleSetVM_List_MaximumSet_Gen.json in tests/data/arm-examples):
         # the instance's extension child resources in full, never their protected settings.
         "resources": [instance_extension_body(ctx, ss, instance, e) for e in instance.extensions.values()],
     }
