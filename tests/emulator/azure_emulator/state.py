@@ -6,6 +6,10 @@ features registering) is stored as start/end timestamps and resolved lazily when
 background timers and the outcome of a run is fixed the moment it starts (deterministic tests).
 """
 import copy
+import hashlib
+import hmac
+import json
+import os
 import re
 import threading
 import uuid
@@ -59,15 +63,25 @@ class HandlerRun:
 class Extension:
     """An extension as the VM (or scale-set instance) holds it: public properties plus the last handler run."""
 
-    def __init__(self, name, props, run, location=None, tags=None, has_protected=False, version=0):
+    def __init__(self, name, props, run, location=None, tags=None, protected=None, version=0):
         self.name = name
         self.props = props          # ARM-shaped public properties (publisher, type, typeHandlerVersion, settings...)
         self.run = run
         self.location = location
         self.tags = tags
-        self.has_protected = has_protected  # protected settings are remembered only as "present"
+        # Protected settings are never stored: only a keyed digest (State.protected_digest), enough to tell
+        # whether a write changes them (which reruns the handler), or None when there are none.
+        self.protected = protected
         self.deleting_until = None  # set while a DELETE is in progress
         self.version = version      # scale-set model version in which this definition last changed
+
+    @property
+    def has_protected(self):
+        return self.protected is not None
+
+    def definition(self):
+        """What the handler runs with: a write that leaves this unchanged does not rerun the handler."""
+        return json.dumps(self.props, sort_keys=True), self.protected
 
 
 class VM:
@@ -156,7 +170,7 @@ def _agent(spec, os_type):
     return status, str(agent.get("version", default_version))
 
 
-def _seed_extension(spec, location, os_type):
+def _seed_extension(spec, location, os_type, digest):
     """An extension from the seed, already in its final state (its handler ran before the emulator started)."""
     from . import handlers  # local import: handlers imports this module
 
@@ -183,7 +197,7 @@ def _seed_extension(spec, location, os_type):
         message = handlers.status_message(props, os_type, outcome, None, spec.get("stdout", ""), spec.get("stderr", ""))
     run = HandlerRun(0.0, 0.0, outcome, message, stdout=spec.get("stdout", ""), stderr=spec.get("stderr", ""))
     return Extension(spec["name"], props, run, location=location, tags=spec.get("tags"),
-                     has_protected=bool(spec.get("protected_settings")))
+                     protected=digest(spec.get("protected_settings")))
 
 
 def _os_type(spec):
@@ -199,7 +213,15 @@ class State:
     def __init__(self, seed):
         self.lock = threading.RLock()
         self.seed = seed
+        self._digest_key = os.urandom(32)  # per process: digests cannot be compared across runs or guessed
         self.reset()
+
+    def protected_digest(self, protected):
+        """A keyed digest of protected settings (None when there are none); the values themselves are dropped."""
+        if protected is None:
+            return None
+        canonical = json.dumps(protected, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hmac.new(self._digest_key, canonical, hashlib.sha256).hexdigest()
 
     # --- seed -------------------------------------------------------------------------------------------
     def reset(self):
@@ -291,7 +313,7 @@ class State:
         vm = VM(sub.id, rg["name"], spec["name"], spec.get("location", rg["location"]), os_type,
                 spec.get("power_state", "running"), status, version)
         for ext_spec in spec.get("extensions") or []:
-            ext = _seed_extension(ext_spec, vm.location, os_type)
+            ext = _seed_extension(ext_spec, vm.location, os_type, self.protected_digest)
             vm.extensions[ext.name.lower()] = ext
         sub.vms[(rg["name"].lower(), vm.name.lower())] = vm
 
@@ -316,7 +338,7 @@ class State:
                         int(spec.get("max_batch_instance_percent", 20)), status, version)
         vmss.tags = dict(spec.get("tags") or {})
         for ext_spec in spec.get("extensions") or []:
-            ext = _seed_extension(ext_spec, None, os_type)
+            ext = _seed_extension(ext_spec, None, os_type, self.protected_digest)
             ext.version = vmss.model_version
             vmss.extensions[ext.name.lower()] = ext
         ids = spec.get("instances")

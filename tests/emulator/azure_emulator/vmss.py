@@ -12,7 +12,8 @@ import azure.mgmt.compute.models as compute_models
 
 from . import handlers
 from .arm import COMPUTE, SUB, busy, conflict, lookup
-from .compute import canonical_props, check_extension_body
+from .compute import (check_extension_body, check_one_per_handler, check_property_change, unchanged,
+                      written_extension)
 from .errors import ArmError, not_found
 from .state import Extension, HandlerRun
 from .validation import validate_model
@@ -148,40 +149,41 @@ def _finish_model_ext(ext, op):
 
 
 # --- extensions -----------------------------------------------------------------------------------------------
-def put_extension(ctx, sub, rg, vmss, name):
-    ss = find_scale_set(ctx, rg, vmss)
+def _write_extension(ctx, ss, name, model, patch):
+    """PUT/PATCH of a model extension: the same rules as on a VM (compute.py). An identical definition changes
+    nothing (no new model version, nothing rolled out); a changed one bumps the model and rolls it out by policy."""
     existing = ss.extensions.get(name.lower())
     if existing is not None and existing.deleting_until is not None:
         existing = None
-    properties = check_extension_body(ctx.body, compute_models.VirtualMachineScaleSetExtension, new=existing is None)
-    _writable(ctx, ss, "PutVMScaleSetExtension")
+    if patch and existing is None:
+        raise not_found(f"{VMSS_TYPE}/{ss.name}/extensions", name, ss.rg)
+    properties = check_extension_body(ctx.body, model, new=existing is None)
+    if existing is not None:
+        check_property_change(existing, properties)
+    ext = written_extension(ctx, existing, name, ss.location, properties, patch, True)
+    check_one_per_handler(ctx.state, ss.location, ss.extensions, name, ext.props, ss.os_type)
+    _writable(ctx, ss, "PutVMScaleSetExtension" if not patch else "PatchVMScaleSetExtension")
+    if unchanged(existing, ext):
+        op = ctx.state.new_operation(ss.location, ctx.now, ctx.now)
+        return 200, model_extension_body(ctx, ss, existing, "Updating"), ctx.async_headers(op)
     kind = "Creating" if existing is None else "Updating"
     ss.model_version += 1
-    ext = Extension(existing.name if existing else name, canonical_props(ctx.state, ss.location, properties),
-                    HandlerRun(ctx.now, ctx.now, "succeeded", "", kind),
-                    has_protected="protectedSettings" in properties, version=ss.model_version)
+    ext.run = HandlerRun(ctx.now, ctx.now, "succeeded", "", kind)
+    ext.version = ss.model_version
     ss.extensions[name.lower()] = ext
     op = _after_model_change(ctx, ss)
     _finish_model_ext(ext, op)
     return (201 if existing is None else 200), model_extension_body(ctx, ss, ext, kind), ctx.async_headers(op)
 
 
+def put_extension(ctx, sub, rg, vmss, name):
+    return _write_extension(ctx, find_scale_set(ctx, rg, vmss), name,
+                            compute_models.VirtualMachineScaleSetExtension, patch=False)
+
+
 def patch_extension(ctx, sub, rg, vmss, name):
-    ss = find_scale_set(ctx, rg, vmss)
-    ext = ss.extensions.get(name.lower())
-    if ext is None or ext.deleting_until is not None:
-        raise not_found(f"{VMSS_TYPE}/{ss.name}/extensions", name, ss.rg)
-    properties = check_extension_body(ctx.body, compute_models.VirtualMachineScaleSetExtensionUpdate, new=False)
-    _writable(ctx, ss, "PatchVMScaleSetExtension")
-    ss.model_version += 1
-    merged = dict(ext.props, **{k: v for k, v in properties.items() if k != "protectedSettings"})
-    new = Extension(ext.name, canonical_props(ctx.state, ss.location, merged),
-                    HandlerRun(ctx.now, ctx.now, "succeeded", "", "Updating"),
-                    has_protected=ext.has_protected or "protectedSettings" in properties, version=ss.model_version)
-    ss.extensions[name.lower()] = new
-    op = _after_model_change(ctx, ss)
-    _finish_model_ext(new, op)
-    return 200, model_extension_body(ctx, ss, new, "Updating"), ctx.async_headers(op)
+    return _write_extension(ctx, find_scale_set(ctx, rg, vmss), name,
+                            compute_models.VirtualMachineScaleSetExtensionUpdate, patch=True)
 
 
 def get_extension(ctx, sub, rg, vmss, name):
