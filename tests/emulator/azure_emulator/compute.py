@@ -17,6 +17,7 @@ from .validation import require_object, required_missing, validate_model
 
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 EXT_TYPE = "Microsoft.Compute/virtualMachines/extensions"
+IMAGE_TYPE = "Microsoft.Compute/locations/publishers"
 # Public properties an extension keeps, in the order ARM returns them.
 KEPT_PROPERTIES = ("autoUpgradeMinorVersion", "forceUpdateTag", "enableAutomaticUpgrade", "suppressFailures",
                    "publisher", "type", "typeHandlerVersion", "settings", "provisionAfterExtensions",
@@ -447,20 +448,21 @@ def get_image_version(ctx, sub, location, publisher, type_name, version):
 
 def register(router):
     vm = rf"{COMPUTE}/virtualMachines/(?P<vm>[^/]+)"
-    router.add("GET", rf"{COMPUTE}/virtualMachines", list_vms)
-    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachines", list_all_vms)
+    router.add("GET", rf"{COMPUTE}/virtualMachines", list_vms, VM_TYPE)
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachines", list_all_vms, VM_TYPE)
     router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/virtualMachines",
-               list_vms_by_location)
-    router.add("GET", vm, get_vm)
-    router.add("GET", rf"{vm}/instanceView", get_vm_instance_view)
-    router.add("GET", rf"{vm}/extensions", list_extensions)
+               list_vms_by_location, "Microsoft.Compute/locations/virtualMachines")
+    router.add("GET", vm, get_vm, VM_TYPE)
+    router.add("GET", rf"{vm}/instanceView", get_vm_instance_view, VM_TYPE)
+    router.add("GET", rf"{vm}/extensions", list_extensions, EXT_TYPE)
     for method, func in (("PUT", put_extension), ("PATCH", patch_extension), ("GET", get_extension),
                          ("DELETE", delete_extension)):
-        router.add(method, rf"{vm}/extensions/(?P<name>[^/]+)", func)
+        router.add(method, rf"{vm}/extensions/(?P<name>[^/]+)", func, EXT_TYPE)
     router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/operations/(?P<op_id>[^/]+)",
-               get_operation)
+               get_operation, "Microsoft.Compute/locations/operations")
     images = rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/publishers/(?P<publisher>[^/]+)" \
              r"/artifacttypes/vmextension/types"
-    router.add("GET", images, list_image_types)
-    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions", list_image_versions)
-    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions/(?P<version>[^/]+)", get_image_version)
+    router.add("GET", images, list_image_types, IMAGE_TYPE)
+    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions", list_image_versions, IMAGE_TYPE)
+    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions/(?P<version>[^/]+)", get_image_version,
+               IMAGE_TYPE)

@@ -374,20 +374,21 @@ def patch_tags(ctx, sub, rg, vmss):
 
 def register(router):
     ss = rf"{COMPUTE}/virtualMachineScaleSets/(?P<vmss>[^/]+)"
-    router.add("GET", rf"{ss}/providers/Microsoft\.Resources/tags/default", get_tags)
-    router.add("PATCH", rf"{ss}/providers/Microsoft\.Resources/tags/default", patch_tags)
-    router.add("GET", rf"{COMPUTE}/virtualMachineScaleSets", list_scale_sets)
-    router.add("GET", ss, get_scale_set)
-    router.add("GET", rf"{ss}/extensions", list_extensions)
+    router.add("GET", rf"{ss}/providers/Microsoft\.Resources/tags/default", get_tags, "Microsoft.Resources/tags")
+    router.add("PATCH", rf"{ss}/providers/Microsoft\.Resources/tags/default", patch_tags, "Microsoft.Resources/tags")
+    router.add("GET", rf"{COMPUTE}/virtualMachineScaleSets", list_scale_sets, VMSS_TYPE)
+    router.add("GET", ss, get_scale_set, VMSS_TYPE)
+    router.add("GET", rf"{ss}/extensions", list_extensions, f"{VMSS_TYPE}/extensions")
     for method, func in (("PUT", put_extension), ("PATCH", patch_extension), ("GET", get_extension),
                          ("DELETE", delete_extension)):
-        router.add(method, rf"{ss}/extensions/(?P<name>[^/]+)", func)
-    router.add("POST", rf"{ss}/manualupgrade", manual_upgrade)
-    router.add("POST", rf"{ss}/extensionRollingUpgrade", extension_rolling_upgrade)
-    router.add("GET", rf"{ss}/virtualMachines", list_instances)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)", get_instance)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/instanceView", get_instance_view)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/extensions", list_instance_extensions)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/extensions/(?P<name>[^/]+)",
-               get_instance_extension)
-    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachineScaleSets", list_all_scale_sets)
+        router.add(method, rf"{ss}/extensions/(?P<name>[^/]+)", func, f"{VMSS_TYPE}/extensions")
+    router.add("POST", rf"{ss}/manualupgrade", manual_upgrade, VMSS_TYPE)
+    router.add("POST", rf"{ss}/extensionRollingUpgrade", extension_rolling_upgrade, VMSS_TYPE)
+    router.add("GET", rf"{ss}/virtualMachines", list_instances, f"{VMSS_TYPE}/virtualMachines")
+    instance = rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)"
+    router.add("GET", instance, get_instance, f"{VMSS_TYPE}/virtualMachines")
+    router.add("GET", rf"{instance}/instanceView", get_instance_view, f"{VMSS_TYPE}/virtualMachines")
+    router.add("GET", rf"{instance}/extensions", list_instance_extensions, f"{VMSS_TYPE}/virtualMachines/extensions")
+    router.add("GET", rf"{instance}/extensions/(?P<name>[^/]+)", get_instance_extension,
+               f"{VMSS_TYPE}/virtualMachines/extensions")
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachineScaleSets", list_all_scale_sets, VMSS_TYPE)
