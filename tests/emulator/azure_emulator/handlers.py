@@ -133,7 +133,7 @@ def extension_instance_view(state, ext, os_type, location, now):
     view = {
         "name": ext.name,
         "type": f"{ext.props.get('publisher')}.{ext.props.get('type')}",
-        "typeHandlerVersion": handler_version(state, location, ext.props),
+        "typeHandlerVersion": ext.run.version or handler_version(state, location, ext.props),
         "statuses": statuses,
     }
     if substatuses is not None:
@@ -155,7 +155,7 @@ def vm_agent_view(state, agent_status, agent_version, extensions, location, now)
             ok = ext.run.finished(now) and ext.run.outcome == "succeeded"
             handlers.append({
                 "type": f"{ext.props.get('publisher')}.{ext.props.get('type')}",
-                "typeHandlerVersion": handler_version(state, location, ext.props),
+                "typeHandlerVersion": ext.run.version or handler_version(state, location, ext.props),
                 "status": {"code": "ProvisioningState/succeeded" if ok else "ProvisioningState/Unavailable",
                            "level": "Info" if ok else "Warning",
                            "displayStatus": "Ready" if ok else "Not Ready"},

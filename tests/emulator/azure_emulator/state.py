@@ -47,9 +47,11 @@ class HandlerRun:
     already shaped the way the real handler reports it.
     """
 
-    def __init__(self, start, end, outcome, message, kind="Creating", stdout="", stderr=""):
+    def __init__(self, start, end, outcome, message, kind="Creating", stdout="", stderr="", version=None):
         self.start, self.end, self.outcome, self.message = start, end, outcome, message
         self.kind, self.stdout, self.stderr = kind, stdout, stderr
+        # The handler version this run installed (None: the newest the catalogue allows, read when shown).
+        self.version = version
 
     def finished(self, now):
         return self.end is not None and now >= self.end
@@ -118,6 +120,7 @@ class ScaleSet:
         self.busy_until = 0.0
         self.unique_id = stable_id(sub, rg, "vmss", name)
         self.tags = {}              # the resource's tags (Microsoft.Resources/tags at the scale set's scope)
+        self.last_rolling = None    # {"op", "instances", "policy"} of the latest rolling upgrade (rollingUpgrades/latest)
 
 
 class Operation:
@@ -195,7 +198,8 @@ def _seed_extension(spec, location, os_type, digest):
     message = spec.get("message")
     if message is None:
         message = handlers.status_message(props, os_type, outcome, None, spec.get("stdout", ""), spec.get("stderr", ""))
-    run = HandlerRun(0.0, 0.0, outcome, message, stdout=spec.get("stdout", ""), stderr=spec.get("stderr", ""))
+    run = HandlerRun(0.0, 0.0, outcome, message, stdout=spec.get("stdout", ""), stderr=spec.get("stderr", ""),
+                     version=str(spec["handler_version"]) if "handler_version" in spec else None)
     return Extension(spec["name"], props, run, location=location, tags=spec.get("tags"),
                      protected=digest(spec.get("protected_settings")))
 
