@@ -153,7 +153,10 @@ class Router:
     def __init__(self):
         self.routes = []
 
-    def add(self, method, pattern, func, rtype):
+    def add(self, method, pattern, func, rtype=None):
+        if rtype is None:  # routes added without a type: the provider namespace named in the path, else ARM's own
+            found = re.findall(r"providers/(Microsoft\\?\.[A-Za-z]+)", pattern)
+            rtype = found[-1].replace("\\", "") if found else "Microsoft.Resources"
         namespace, dummy, resource_type = rtype.partition("/")
 
         def checked(ctx, **groups):
