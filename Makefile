@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-deps demo test sanity lint pytest bench clean
+.PHONY: venv system-deps demo test sanity lint pytest bench witness clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ test: venv system-deps sanity lint pytest
 # Fleet benchmark against azure.azcollection (about 10 minutes; not part of `make test`): docs/benchmarks.md.
 bench: venv
 	$(PY) benchmarks/fleet_bench.py --vms 20 --extensions 2 --handler-seconds 10 --markdown docs/benchmarks.md
+
+# Unmodified azure.azcollection 3.21.0 modules against the emulator (downloads the incumbent like `make bench`;
+# not part of `make test`): docs/witness.md.
+witness: venv
+	$(PY) benchmarks/witness.py --markdown docs/witness.md
 
 clean:
 	rm -rf .build .pytest_cache
