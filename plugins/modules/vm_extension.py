@@ -236,16 +236,22 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_s
 )
 
 
+def run(azure):
+    validate_extension_options(azure.params)
+    state = VmExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
+    try:
+        return state.present() if azure.params["state"] == "present" else state.absent()
+    finally:
+        for warning in state.warnings:
+            azure.warn(warning)
+
+
 def main():
-    azure = AzureModule(
+    AzureModule(
         argument_spec=dict(VM_EXTENSION_OPTIONS, vm_name=dict(type="str", required=True)),
         supports_check_mode=True,
         **EXTENSION_OPTION_RULES
-    )
-    validate_extension_options(azure)
-    run = VmExtension(azure)
-    result = run.present() if azure.params["state"] == "present" else run.absent()
-    azure.exit(**result)
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -309,52 +309,31 @@ instances:
 """
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
-    EXTENSION_OPTION_RULES,
-    EXTENSION_OPTIONS,
-    default_timeout,
-    validate_extension_options,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import EXTENSION_OPTION_RULES
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import (
+    VMSS_EXTENSION_OPTIONS,
+    VmssExtension,
+    validate_vmss_options,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import VmssExtension
 
 
-def validate(azure):
-    """Refuse bad input before anything is read or written, naming the option and what is allowed."""
-    validate_extension_options(azure)
-    params = azure.params
-    for option in ("batch_percent", "max_unhealthy_percent"):
-        low = 1 if option == "batch_percent" else 0
-        if not low <= params[option] <= 100:
-            azure.fail("%s must be between %d and 100; got %r" % (option, low, params[option]))
-    if params["rolling_upgrade"] and not params["wait"]:
-        azure.fail("rolling_upgrade=true needs wait=true (the extension rolling upgrade starts after the model change "
-                   "has been applied)")
-    wanted = params["upgrade_instances"] or []
-    if len(wanted) > 1 and [w for w in wanted if w.lower() in ("all", "none")]:
-        azure.fail("upgrade_instances: 'all' and 'none' cannot be mixed with instance ids; got %r" % wanted)
+def run(azure):
+    validate_vmss_options(azure.params)
+    state = VmssExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
+    try:
+        return state.present() if azure.params["state"] == "present" else state.absent()
+    finally:
+        for warning in state.warnings:
+            azure.warn(warning)
 
 
 def main():
-    azure = AzureModule(
+    AzureModule(
         clients=("compute", "resources"),
-        argument_spec=dict(
-            EXTENSION_OPTIONS,
-            vmss_name=dict(type="str", required=True),
-            upgrade_instances=dict(type="list", elements="str"),
-            batch_percent=dict(type="int", default=20),
-            max_unhealthy_percent=dict(type="int", default=20),
-            rolling_upgrade=dict(type="bool", default=False),
-            protected_settings_fingerprint=dict(type="bool", default=True, no_log=False),
-        ),
+        argument_spec=VMSS_EXTENSION_OPTIONS,
         supports_check_mode=True,
         **EXTENSION_OPTION_RULES
-    )
-    validate(azure)
-    run = VmssExtension(azure)
-    if run.step_timeout is None and azure.params["state"] == "present":
-        run.step_timeout = default_timeout(azure.params["type"])
-    result = run.present() if azure.params["state"] == "present" else run.absent()
-    azure.exit(**result)
+    ).run(run)
 
 
 if __name__ == "__main__":

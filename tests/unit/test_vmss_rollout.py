@@ -132,11 +132,21 @@ def test_manual_rollout_stops_on_an_operation_error_without_handler_failure():
     assert "BadRequest: nope" in summary["reason"] and summary["pending"] == ["2", "3", "4"]
 
 
-def test_manual_rollout_times_out_per_batch():
+def test_manual_rollout_times_out():
     backend = FakeScaleSet(3, polls=100)
     summary, _statuses = ro.manual_rollout(backend, "cs", "ss", ["0", "1", "2"], 3, timeout=5, interval=1)
     assert backend.calls == [["0"]] and summary["stopped"]
-    assert "did not finish within 5s" in summary["reason"] and summary["pending"] == ["0", "1", "2"]
+    assert "did not finish before the task's timeout (5s)" in summary["reason"]
+    assert summary["pending"] == ["0", "1", "2"]
+
+
+def test_timeout_is_the_whole_rollout_not_each_batch():
+    # Each batch settles after 3 polls of 1 s; 3 batches need about 9 s. With timeout=5 the old per-batch timeout
+    # let all of them through; the whole-task deadline stops in the second batch and sends no third one.
+    backend = FakeScaleSet(3, polls=3)
+    summary, _statuses = ro.manual_rollout(backend, "cs", "ss", ["0", "1", "2"], 3, timeout=5, interval=1)
+    assert backend.calls == [["0"], ["1"]] and summary["stopped"] and summary["pending"] == ["1", "2"]
+    assert backend.clock <= 5
 
 
 def test_manual_rollout_of_a_removal_waits_until_the_extension_is_gone():
