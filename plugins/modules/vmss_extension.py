@@ -28,7 +28,11 @@ description:
     unhealthy (VM agent not Ready, or another extension failed).
   - The task fails when the extension's handler failed on any instance (unless O(suppress_failures=true)), naming
     each instance and the handler's message.
-  - A 409 "another operation is in progress" is retried with backoff until O(timeout).
+  - A 409 "another operation is in progress" is retried with backoff until O(timeout); any other 409 fails at once.
+  - Before any write, the task fails when a targeted instance is stopped or deallocated, naming it and its state.
+  - "Success means terminal: when the model already matches, instances still transitioning are waited for, and
+    instances that do not run the latest model yet (a rollout that was interrupted, or not waited on) are rolled
+    out to in batches, as a first run would; the task reports V(instances) in RV(changes) then."
 author:
   - azure_vm.extensions maintainers (@azure-vm)
 requirements:
@@ -68,10 +72,11 @@ options:
       - C(Manual) upgrade policy only. The instance ids to upgrade to the new model after a change.
       - Omitted or V([all]) upgrades every instance; V([]) or V([none]) only changes the model (instances pick it
         up when upgraded later).
-      - When given and the extension already matches, the listed instances that do not run the scale set's latest
-        model yet (an earlier run with fewer instances, a stopped rollout, O(wait=false)) are upgraded, so a canary
-        run with a few ids followed by a run with V([all]) converges. A manual upgrade applies the whole latest
-        model, including other extensions' changes waiting in it. When omitted, such instances only cause a warning.
+      - When the extension already matches, the targeted instances that do not run the scale set's latest model
+        yet (an earlier run with fewer instances, an interrupted rollout, O(wait=false)) are upgraded, so a canary
+        run with a few ids followed by a run with V([all]) converges and a killed rollout is resumed. A manual
+        upgrade applies the whole latest model, including other extensions' changes waiting in it; use V([]) to
+        leave the instances alone.
       - Ignored for C(Automatic) and C(Rolling) scale sets, where Azure upgrades every instance.
     type: list
     elements: str
@@ -114,8 +119,8 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for each step, including retries of 409 conflicts. A step is the model write and each
-        batch of a C(Manual) rollout; a C(Rolling) rollout gets this for each of its batches.
+      - Seconds for the whole task - retries of 409 conflicts, the model write and every batch of the rollout
+        together. A rollout that reaches it stops, sends no further batch, and names the instances not reached.
       - Defaults to 90 minutes for CustomScript, CustomScriptExtension, Chef and DSC handlers and to 20 minutes
         for others, as Azure's handler timeouts.
     type: int
