@@ -62,10 +62,9 @@ EXTENSION_OPTIONS = dict(
     type_handler_version=dict(type="str"),
     settings=dict(type="dict"),
     protected_settings=dict(type="dict", no_log=True),
-    protected_settings_from_key_vault=dict(type="dict", no_log=False, options=dict(
-        secret_url=dict(type="str", required=True, no_log=False),
-        source_vault_id=dict(type="str", required=True),
-    )),
+    # secret_url + source_vault_id, or ARM's own shape (secretUrl, sourceVault.id) as the info modules return it;
+    # checked by key_vault_reference().
+    protected_settings_from_key_vault=dict(type="dict", no_log=False),
     auto_upgrade_minor_version=dict(type="bool", default=True),
     enable_automatic_upgrade=dict(type="bool"),
     suppress_failures=dict(type="bool"),
