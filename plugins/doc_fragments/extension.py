@@ -29,26 +29,25 @@ options:
         with O(auto_upgrade_minor_version=true) its major.minor is used.
     type: str
   settings:
-    description: Public settings (JSON object). Compared deeply; key order and "1" versus 1 do not count as changes.
+    description:
+      - Public settings (JSON object), compared exactly as ARM stores JSON. Key order does not matter; keys, types
+        and values do (V("1.10") and V("1.1"), V("0042") and V(42), V("True") and V(true) all differ).
+      - The one exception is what Ansible templating does to numbers and booleans - a string equals a number or
+        boolean when it is exactly its JSON text (V("30") equals V(30), V("true") equals V(true)).
     type: dict
   protected_settings:
     description:
       - Protected settings, encrypted by Azure and never returned by it. Never logged, shown masked in diffs.
-      - A change of these alone is detected through O(protected_settings_fingerprint).
+      - A change of these alone is detected through O(protected_settings_fingerprint), over their exact JSON (no
+        coercion at all - V("0042") and V("42") are different secrets).
       - Mutually exclusive with O(protected_settings_from_key_vault).
     type: dict
   protected_settings_from_key_vault:
-    description: Protected settings held in Key Vault, referenced instead of passed.
+    description:
+      - Protected settings held in Key Vault, referenced instead of passed - a dict with C(secret_url) (URL of the
+        Key Vault secret) and C(source_vault_id) (resource id of the Key Vault).
+      - ARM's own shape, C(secretUrl) and C(sourceVault.id), as the info modules return it, is accepted too.
     type: dict
-    suboptions:
-      secret_url:
-        description: URL of the Key Vault secret.
-        type: str
-        required: true
-      source_vault_id:
-        description: Resource id of the Key Vault.
-        type: str
-        required: true
   auto_upgrade_minor_version:
     description: Let Azure use the newest minor version of O(type_handler_version) at deployment (recommended).
     type: bool
@@ -71,4 +70,15 @@ options:
     description: Extensions that must be provisioned before this one (extension sequencing).
     type: list
     elements: str
+  id:
+    description:
+      - Returned by the info modules; accepted and ignored, so that an info module's extension entry can be passed
+        back unchanged.
+    type: str
+  provisioning_state:
+    description: Returned by the info modules; accepted and ignored.
+    type: str
+  instance_view:
+    description: Returned by the info modules; accepted and ignored.
+    type: dict
 """

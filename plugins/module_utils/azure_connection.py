@@ -96,7 +96,34 @@ ENV_CREDENTIALS = {"client_id": "AZURE_CLIENT_ID", "secret": "AZURE_SECRET", "te
                    "x509_certificate_path": "AZURE_CERT_PATH", "cert_password": "AZURE_CERT_PASSWORD"}
 
 
-class AzureAuthError(Exception):
+class AzureOperationError(Exception):
+    """The one exception module_utils raise: what went wrong, in words a user can act on.
+
+    msg: the message (safe to show; never holds a secret). result: extra fields for the task result (what was
+    done so far, the extension, instance views...). error_code, status_code: ARM's error code and HTTP status when
+    Azure answered. request_id, correlation_id: x-ms-request-id and x-ms-correlation-request-id, which Azure
+    support asks for. Only the module wrapper (AzureModule.run) turns it into fail_json; the fleet catches it per VM.
+    """
+
+    def __init__(self, msg, error_code=None, status_code=None, request_id=None, correlation_id=None, **result):
+        super(AzureOperationError, self).__init__(msg)
+        self.msg = msg
+        self.error_code = error_code
+        self.status_code = status_code
+        self.request_id = request_id
+        self.correlation_id = correlation_id
+        self.result = result
+
+    def fields(self):
+        """The result fields of a failed task: result plus the ARM ids that are known."""
+        fields = dict(self.result)
+        for key in ("error_code", "status_code", "request_id", "correlation_id"):
+            if getattr(self, key) is not None:
+                fields[key] = getattr(self, key)
+        return fields
+
+
+class AzureAuthError(AzureOperationError):
     """Credentials or cloud settings that cannot work; the message is safe to show."""
 
 
@@ -339,21 +366,36 @@ class AzureConnection(object):
         return self.client("resources")
 
 
+def _response_headers(exc):
+    response = getattr(exc, "response", None)
+    return getattr(response, "headers", None) or {}
+
+
+def error_code(exc):
+    """ARM's error code of an SDK error (or of an AzureOperationError), or None."""
+    if isinstance(exc, AzureOperationError):
+        return exc.error_code
+    return getattr(getattr(exc, "error", None), "code", None)
+
+
+def error_message(exc):
+    """ARM's error message of an SDK error, without the SDK's decoration."""
+    error = getattr(exc, "error", None)
+    return (getattr(error, "message", None) or getattr(exc, "message", None) or str(exc)).strip()
+
+
 def describe_azure_error(exc, operation, resource_id=None):
     """One line: what we did, on what, ARM's error code and message, and the ids support asks for."""
     parts = [operation]
     if resource_id:
         parts.append(resource_id)
     text = " ".join(parts) + " failed"
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None)
-    message = getattr(error, "message", None) or getattr(exc, "message", None) or str(exc)
+    code = error_code(exc)
     status = getattr(exc, "status_code", None)
-    text += ": " + ("%s: " % code if code else "") + message.strip()
+    text += ": " + ("%s: " % code if code else "") + error_message(exc)
     if status:
         text += " (HTTP %s" % status
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None) or {}
+        headers = _response_headers(exc)
         for header in ("x-ms-request-id", "x-ms-correlation-request-id"):
             if headers.get(header):
                 text += ", %s: %s" % (header, headers[header])
@@ -361,8 +403,76 @@ def describe_azure_error(exc, operation, resource_id=None):
     return text
 
 
-def error_code(exc):
-    return getattr(getattr(exc, "error", None), "code", None)
+def azure_error(exc, operation, resource_id=None, msg=None, **result):
+    """The one conversion of an SDK HttpResponseError into AzureOperationError (message, code, status, ids).
+
+    msg replaces the generated message (for callers that know better words, such as not_found_error)."""
+    headers = _response_headers(exc)
+    return AzureOperationError(msg or describe_azure_error(exc, operation, resource_id), error_code=error_code(exc),
+                               status_code=getattr(exc, "status_code", None),
+                               request_id=headers.get("x-ms-request-id"),
+                               correlation_id=headers.get("x-ms-correlation-request-id"), **result)
+
+
+class arm_errors(object):  # pylint: disable=invalid-name - used as a statement: with arm_errors(...):
+    """Context manager: an HttpResponseError inside becomes AzureOperationError via azure_error().
+
+        with arm_errors("reading", vm_id):
+            vm = compute.virtual_machines.get(...)
+    """
+
+    def __init__(self, operation, resource_id=None, **result):
+        self.operation = operation
+        self.resource_id = resource_id
+        self.result = result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and isinstance(exc, HttpResponseError) and not isinstance(exc, AzureOperationError):
+            raise azure_error(exc, self.operation, self.resource_id, **self.result)
+        return False
+
+
+# ---- not found ---------------------------------------------------------------------------------------------------
+# ARM's 404 codes say which level is missing: the subscription, the resource group, the parent of a child resource
+# (a VM or scale set, when its extension was asked for), or the resource itself.
+KIND_NAMES = {"vm": "virtual machine", "vmss": "virtual machine scale set", "extension": "extension",
+              "instance": "scale-set instance", "feature": "preview feature", "provider": "resource provider"}
+
+
+def not_found_error(exc, subscription_id, resource_group=None, resource=None, parent=None, **result):
+    """An AzureOperationError naming exactly what is missing, with ARM's error code.
+
+    resource: (kind, name) of what was asked for, kind a key of KIND_NAMES; parent: (kind, name) of the resource
+    it lives in (the VM of an extension). ARM's code decides which one is reported missing:
+    SubscriptionNotFound -> the subscription, ResourceGroupNotFound -> the resource group,
+    ParentResourceNotFound -> the parent, anything else (ResourceNotFound, NotFound) -> the resource itself.
+    """
+    code = error_code(exc) or "NotFound"
+    lowered = code.lower()
+    if lowered == "subscriptionnotfound":
+        what = "subscription %s not found (check subscription_id and the credentials' access)" % subscription_id
+    elif lowered == "resourcegroupnotfound":
+        what = "resource group %r not found in subscription %s" % (resource_group, subscription_id)
+    elif lowered == "parentresourcenotfound" and parent:
+        what = "%s %r not found in resource group %r" % (KIND_NAMES.get(parent[0], parent[0]), parent[1],
+                                                         resource_group)
+    elif resource:
+        what = "%s %r not found" % (KIND_NAMES.get(resource[0], resource[0]), resource[1])
+        if parent:
+            what += " on %s %r" % (KIND_NAMES.get(parent[0], parent[0]), parent[1])
+        if resource_group:
+            what += " in resource group %r" % resource_group
+    else:
+        what = "not found"
+    msg = "%s (%s: %s)" % (what, code, error_message(exc))
+    return azure_error(exc, "reading", msg=msg, **result)
+
+
+def is_not_found(exc):
+    return getattr(exc, "status_code", None) == 404
 
 
 class AzureModule(object):
@@ -385,68 +495,67 @@ class AzureModule(object):
                 self.module.fail_json(msg=missing_required_lib(SDK_CLIENTS[name][2]),
                                       exception=traceback.format_exc())
         self._connection = None
+        self._running = False
+        self.progress_log = []
 
     @property
     def connection(self):
+        """The AzureConnection, built on first use; raises AzureAuthError when the credentials cannot work."""
         if self._connection is None:
             try:
                 self._connection = AzureConnection(self.params)
             except AzureAuthError as exc:
-                self.fail("%s" % exc)
+                if self._running:
+                    raise
+                self.fail(exc.msg)  # a module not yet wrapped in run()
         return self._connection
 
-    def fail(self, msg, **result):
-        self.module.fail_json(msg=msg, **result)
+    @property
+    def verbosity(self):
+        return getattr(self.module, "_verbosity", 0) or 0
 
-    def fail_azure(self, exc, operation, resource_id=None, **result):
-        self.module.fail_json(msg=describe_azure_error(exc, operation, resource_id), error_code=error_code(exc),
-                              **result)
+    def progress(self, msg):
+        """The waiter's progress hook: collected, and returned as `progress` at -v (and later verbosities)."""
+        self.progress_log.append(msg)
+        self.module.debug(msg)
+
+    def fail(self, msg, **result):
+        """For the module itself (argument checks); module_utils raise AzureOperationError instead."""
+        self.module.fail_json(msg=msg, **result)
 
     def warn(self, msg):
         self.module.warn(msg)
 
     def exit(self, **result):
+        if self.progress_log and self.verbosity >= 1:
+            result.setdefault("progress", list(self.progress_log))
         self.module.exit_json(**result)
 
-
-def wait_for_poller(poller, timeout):
-    """Follow an LRO until done or until timeout seconds; return True when it finished in time."""
-    if timeout > 0:
-        poller.wait(timeout)
-    return poller.done()
-
-
-# ARM answers these while another operation holds the resource (Azure serializes operations on one VM).
-IN_PROGRESS_CODES = ("conflict", "operationnotallowed", "retryableerror", "anotheroperationinprogress")
-
-
-def is_operation_in_progress(exc):
-    return getattr(exc, "status_code", None) == 409 and (error_code(exc) or "conflict").lower() in IN_PROGRESS_CODES
-
-
-def submit_with_retry(begin, deadline, first_delay):
-    """Start an LRO, retrying a 409 'another operation in progress' with exponential backoff until deadline."""
-    delay = max(first_delay, 0.1)
-    while True:
+    def run(self, work):
+        """The module wrapper: result = work(self), then exit_json; an AzureOperationError (or an SDK error that
+        escaped) becomes fail_json with its message, result fields, ARM code and ids, and the traceback (-vvv)."""
+        self._running = True
         try:
-            return begin()
+            result = work(self)
+        except AzureOperationError as exc:
+            self._fail_exception(exc, exc.msg, exc.fields())
         except HttpResponseError as exc:
-            if not is_operation_in_progress(exc) or time.time() + delay > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 60)
+            converted = azure_error(exc, "calling Azure")
+            self._fail_exception(exc, converted.msg, converted.fields())
+        else:
+            self.exit(**result)
 
-
-def poll_until(fetch, is_done, timeout, interval):
-    """Call fetch() every interval seconds until is_done(value) or timeout; return (value, finished_in_time)."""
-    deadline = time.time() + timeout
-    while True:
-        value = fetch()
-        if is_done(value):
-            return value, True
-        if time.time() + interval > deadline:
-            return value, False
-        time.sleep(interval)
+    def _fail_exception(self, exc, msg, fields):
+        """fail_json with the traceback: ansible-core 2.19+ takes the exception itself (shown with
+        ANSIBLE_DISPLAY_TRACEBACK=error), older versions a string (shown at -vvv). At -vvv the formatted traceback
+        is also returned as `traceback`, whatever the version and configuration."""
+        if self.progress_log and self.verbosity >= 1:
+            fields.setdefault("progress", list(self.progress_log))
+        formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if self.verbosity >= 3:
+            fields["traceback"] = formatted
+        modern = tuple(int(part) for part in ANSIBLE_VERSION.split(".")[:2] if part.isdigit()) >= (2, 19)
+        self.module.fail_json(msg=msg, exception=exc if modern else formatted, **fields)
 
 
 def resource_id(subscription_id, resource_group, *path):
