@@ -88,6 +88,7 @@ options:
 extends_documentation_fragment:
   - azure_vm.extensions.azure
   - azure_vm.extensions.extension
+  - azure_vm.extensions.extension_rerun
 attributes:
   check_mode:
     support: full
@@ -230,22 +231,33 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     EXTENSION_OPTION_RULES,
     validate_extension_options,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_rerun import (
+    RERUN_OPTIONS,
+    extension_rerun,
+    rerun_option_rules,
+)
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
     VM_EXTENSION_OPTIONS,
     VmExtension,
 )
 
 
-def main():
-    azure = AzureModule(
-        argument_spec=dict(VM_EXTENSION_OPTIONS, vm_name=dict(type="str", required=True)),
-        supports_check_mode=True,
-        **EXTENSION_OPTION_RULES
-    )
+def work(azure):
+    rerun = extension_rerun(azure, "vm", VmExtension, validate_extension_options)
+    if rerun:
+        return rerun.run()
     validate_extension_options(azure)
     run = VmExtension(azure)
-    result = run.present() if azure.params["state"] == "present" else run.absent()
-    azure.exit(**result)
+    return run.present() if azure.params["state"] == "present" else run.absent()
+
+
+def main():
+    azure = AzureModule(
+        argument_spec=dict(VM_EXTENSION_OPTIONS, vm_name=dict(type="str", required=True), **RERUN_OPTIONS),
+        supports_check_mode=True,
+        **rerun_option_rules(EXTENSION_OPTION_RULES)
+    )
+    azure.run(work)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ options:
 extends_documentation_fragment:
   - azure_vm.extensions.azure
   - azure_vm.extensions.extension
+  - azure_vm.extensions.extension_rerun
 attributes:
   check_mode:
     support: full
@@ -315,6 +316,11 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     default_timeout,
     validate_extension_options,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_rerun import (
+    RERUN_OPTIONS,
+    extension_rerun,
+    rerun_option_rules,
+)
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import VmssExtension
 
 
@@ -345,16 +351,23 @@ def main():
             max_unhealthy_percent=dict(type="int", default=20),
             rolling_upgrade=dict(type="bool", default=False),
             protected_settings_fingerprint=dict(type="bool", default=True, no_log=False),
+            **RERUN_OPTIONS
         ),
         supports_check_mode=True,
-        **EXTENSION_OPTION_RULES
+        **rerun_option_rules(EXTENSION_OPTION_RULES)
     )
+    azure.run(work)
+
+
+def work(azure):
+    rerun = extension_rerun(azure, "vmss", VmssExtension, validate)
+    if rerun:
+        return rerun.run()
     validate(azure)
     run = VmssExtension(azure)
     if run.step_timeout is None and azure.params["state"] == "present":
         run.step_timeout = default_timeout(azure.params["type"])
-    result = run.present() if azure.params["state"] == "present" else run.absent()
-    azure.exit(**result)
+    return run.present() if azure.params["state"] == "present" else run.absent()
 
 
 if __name__ == "__main__":
