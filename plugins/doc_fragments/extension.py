@@ -29,12 +29,17 @@ options:
         with O(auto_upgrade_minor_version=true) its major.minor is used.
     type: str
   settings:
-    description: Public settings (JSON object). Compared deeply; key order and "1" versus 1 do not count as changes.
+    description:
+      - Public settings (JSON object), compared exactly as ARM stores JSON. Key order does not matter; keys, types
+        and values do (V("1.10") and V("1.1"), V("0042") and V(42), V("True") and V(true) all differ).
+      - The one exception is what Ansible templating does to numbers and booleans - a string equals a number or
+        boolean when it is exactly its JSON text (V("30") equals V(30), V("true") equals V(true)).
     type: dict
   protected_settings:
     description:
       - Protected settings, encrypted by Azure and never returned by it. Never logged, shown masked in diffs.
-      - A change of these alone is detected through O(protected_settings_fingerprint).
+      - A change of these alone is detected through O(protected_settings_fingerprint), over their exact JSON (no
+        coercion at all - V("0042") and V("42") are different secrets).
       - Mutually exclusive with O(protected_settings_from_key_vault).
     type: dict
   protected_settings_from_key_vault:

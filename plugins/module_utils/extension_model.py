@@ -104,33 +104,48 @@ def default_timeout(extension_type):
 
 
 # ---- values ------------------------------------------------------------------------------------------------------
-def normalize_value(value):
-    """Compare settings the way a user means them: "1" == 1, "true" == True, key order never matters.
+def json_text(value):
+    """A scalar as JSON writes it: 30 -> '30', True -> 'true', 1.0 -> '1.0', NaN -> 'NaN'."""
+    return json.dumps(value)
 
-    Jinja templating turns numbers and booleans into strings; ARM returns JSON types. Both sides go through
-    this before comparison.
+
+def _key_text(key):
+    """Dict keys as they go over the wire: JSON object keys are strings (a YAML 1: becomes "1"); never folded."""
+    return key if isinstance(key, str) else json_text(key)
+
+
+def values_equal(desired, actual):
+    """Exact comparison, the way ARM stores JSON: types matter, keys are exact, nothing is stripped or folded.
+
+    The one coercion is the one Ansible's templating causes: a string equals a number or boolean only when it is
+    exactly that value's JSON text ("30" == 30, "true" == True, but "030", "30.0", " 30", "True", "1e3" do not
+    equal 30/True/1000). Numbers compare by their JSON text too, so 1 != 1.0 and 18-digit ids never round.
     """
-    if isinstance(value, dict):
-        return dict((str(key), normalize_value(item)) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return [normalize_value(item) for item in value]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        try:
-            return float(lowered)
-        except ValueError:
-            return value
-    return value
+    if isinstance(desired, dict) or isinstance(actual, dict):
+        if not (isinstance(desired, dict) and isinstance(actual, dict)):
+            return False
+        left = dict((_key_text(key), value) for key, value in desired.items())
+        right = dict((_key_text(key), value) for key, value in actual.items())
+        return set(left) == set(right) and all(values_equal(left[key], right[key]) for key in left)
+    if isinstance(desired, (list, tuple)) or isinstance(actual, (list, tuple)):
+        if not (isinstance(desired, (list, tuple)) and isinstance(actual, (list, tuple))):
+            return False
+        return len(desired) == len(actual) and all(values_equal(a, b) for a, b in zip(desired, actual))
+    scalar = (bool, int, float)
+    if isinstance(desired, str) and isinstance(actual, str):
+        return desired == actual
+    if isinstance(desired, str) and isinstance(actual, scalar):
+        return desired == json_text(actual)
+    if isinstance(actual, str) and isinstance(desired, scalar):
+        return actual == json_text(desired)
+    if isinstance(desired, scalar) and isinstance(actual, scalar):
+        # true != 1 (JSON types), 1 != 1.0 (their JSON text differs)
+        return isinstance(desired, bool) == isinstance(actual, bool) and json_text(desired) == json_text(actual)
+    return desired is None and actual is None
 
 
 def same_settings(desired, actual):
-    return normalize_value(desired or {}) == normalize_value(actual or {})
+    return values_equal(desired or {}, actual or {})
 
 
 def version_tuple(version):
@@ -179,28 +194,91 @@ def resolve_type_handler_version(azure, location, target_id):
 
 
 # ---- protected settings fingerprint ------------------------------------------------------------------------------
-def _canonical(protected_settings):
-    return json.dumps(normalize_value(protected_settings), sort_keys=True, separators=(",", ":")).encode("utf-8")
+# Tag value format, versioned: 'v2$pbkdf2-sha256$<iterations>$<salt>$<hash>' over canonical JSON (sorted keys, no
+# coercion). Format 1 ('pbkdf2-sha256$...', before 0.2.0) hashed values after a lossy normalization (numeric
+# strings as floats, booleans stripped and lower-cased), so it cannot tell "0042" from "42". A format-1 tag is
+# still accepted when the protected settings hold nothing that normalization could have conflated (no string
+# that looks like a number or a boolean, no integer beyond 2**53); otherwise it counts as a change, and the
+# protected settings are sent once, which rewrites the tag in format 2.
+FINGERPRINT_FORMAT = "v2"
+
+
+def canonical_json(value):
+    """The exact JSON of a value: sorted keys, compact, no coercion (what the fingerprint hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _legacy_normalize(value):
+    """Format 1's normalization, kept only to verify format-1 tags."""
+    if isinstance(value, dict):
+        return dict((str(key), _legacy_normalize(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_legacy_normalize(item) for item in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        try:
+            return float(lowered)
+        except ValueError:
+            return value
+    return value
+
+
+def _legacy_ambiguous(value):
+    """Whether format 1's normalization could have made this value equal to a different one."""
+    if isinstance(value, dict):
+        return any(not isinstance(key, str) or _legacy_ambiguous(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_legacy_ambiguous(item) for item in value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) > 2 ** 53
+    if isinstance(value, float):
+        return value != value  # NaN
+    if isinstance(value, str):
+        return _legacy_normalize(value) is not value
+    return False
+
+
+def _pbkdf2(data, salt, iterations):
+    return base64.b64encode(hashlib.pbkdf2_hmac("sha256", data, salt, iterations)).decode("ascii")
 
 
 def fingerprint(protected_settings, salt=None, iterations=FINGERPRINT_ITERATIONS):
-    """A salted PBKDF2 of the protected settings, safe to store in a tag: 'pbkdf2-sha256$iterations$salt$hash'."""
+    """A salted PBKDF2 of the protected settings, safe to store in a tag: 'v2$pbkdf2-sha256$iterations$salt$hash'."""
     salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.pbkdf2_hmac("sha256", _canonical(protected_settings), salt, iterations)
-    return "%s$%d$%s$%s" % (FINGERPRINT_SCHEME, iterations, base64.b64encode(salt).decode("ascii"),
-                            base64.b64encode(digest).decode("ascii"))
+    return "%s$%s$%d$%s$%s" % (FINGERPRINT_FORMAT, FINGERPRINT_SCHEME, iterations,
+                               base64.b64encode(salt).decode("ascii"),
+                               _pbkdf2(canonical_json(protected_settings), salt, iterations))
 
 
 def fingerprint_matches(protected_settings, stored):
-    """True when the stored tag was made from these protected settings."""
+    """True when the stored tag was made from exactly these protected settings (see the format note above)."""
     try:
-        scheme, iterations, salt, _digest = stored.split("$")
+        parts = stored.split("$")
+        if len(parts) == 5 and parts[0] == FINGERPRINT_FORMAT:
+            data = canonical_json(protected_settings)
+            parts = parts[1:]
+        elif len(parts) == 4:
+            if _legacy_ambiguous(protected_settings):
+                return False
+            data = json.dumps(_legacy_normalize(protected_settings), sort_keys=True,
+                              separators=(",", ":")).encode("utf-8")
+        else:
+            return False
+        scheme, iterations, salt, digest = parts
         if scheme != FINGERPRINT_SCHEME:
             return False
-        expected = fingerprint(protected_settings, base64.b64decode(salt), int(iterations))
+        expected = _pbkdf2(data, base64.b64decode(salt), int(iterations))
     except (AttributeError, ValueError, TypeError):
         return False
-    return hmac.compare_digest(expected, stored)
+    return hmac.compare_digest(expected, digest)
 
 
 def mask_secrets(value):
@@ -248,7 +326,7 @@ def changed_properties(desired, current, use_fingerprint=True):
     if desired.get("settings") is not None and not same_settings(desired["settings"], props.get("settings")):
         changed.append("settings")
     kv_wanted = desired.get("protected_settings_from_key_vault")
-    if kv_wanted is not None and normalize_value(kv_wanted) != normalize_value(props.get("protectedSettingsFromKeyVault")):
+    if kv_wanted is not None and not values_equal(kv_wanted, props.get("protectedSettingsFromKeyVault")):
         changed.append("protected_settings_from_key_vault")
     tags = dict(current.get("tags") or {})
     stored_fingerprint = tags.pop(FINGERPRINT_TAG, None)

@@ -75,7 +75,8 @@ def test_fingerprint_is_salted_and_slow():
     assert em.fingerprint_matches(secret, first) and em.fingerprint_matches(secret, second)
     assert not em.fingerprint_matches({"password": "hunter3"}, first)
     assert not em.fingerprint_matches(secret, "garbage")
-    assert first.split("$")[1] == str(em.FINGERPRINT_ITERATIONS) and em.FINGERPRINT_ITERATIONS >= 100000
+    assert first.split("$")[:3] == ["v2", "pbkdf2-sha256", str(em.FINGERPRINT_ITERATIONS)]
+    assert first.split("$")[2] == str(em.FINGERPRINT_ITERATIONS) and em.FINGERPRINT_ITERATIONS >= 100000
     started = time.perf_counter()
     em.fingerprint(secret)
     assert time.perf_counter() - started > 0.01  # deliberately slow: PBKDF2 with many iterations
@@ -147,3 +148,106 @@ def test_versions_matching_a_prefix_in_numeric_order():
     versions = ["2.1.10", "2.10.1", "2.1.6", "2.1", "1.9"]
     assert em.versions_matching(versions, "2.1") == ["2.1", "2.1.6", "2.1.10"]
     assert em.versions_matching(versions) == ["1.9", "2.1", "2.1.6", "2.1.10", "2.10.1"]
+
+
+# ---- exact comparison (issue 11, defect 1): every pair from the issue, and the allowed templating coercion ----------
+EQUAL = [
+    ("30", 30),                       # templating turns numbers into strings: exactly the JSON text is equal
+    ("true", True),
+    ("false", False),
+    ("1.5", 1.5),
+    ("1.0", 1.0),
+    ("-7", -7),
+    ("123456789012345678", 123456789012345678),
+    ("1.10", "1.10"),
+    (float("nan"), float("nan")),     # NaN is itself (it used to differ from itself: a change on every run)
+    ({"a": [1, {"b": "x"}]}, {"a": ["1", {"b": "x"}]}),
+    ({"b": 1, "a": 2}, {"a": 2, "b": 1}),   # key order never matters
+    (None, None),
+]
+UNEQUAL = [
+    ("1.10", "1.1"),                  # appVersion: "1.10" -> "1.1" must be a change
+    ("1.10", 1.1),
+    ("0042", "42"),
+    ("0042", 42),
+    ("1e3", "1000"),
+    ("1e3", 1000),
+    ("123456789012345678", "123456789012345679"),   # 18-digit ids differing in the last digit
+    (123456789012345678, 123456789012345679),
+    ("123456789012345679", 123456789012345678),
+    (" 30", 30),                      # no stripping
+    ("30.0", 30),
+    ("True", True),                   # no case folding
+    ("TRUE", True),
+    (" true", True),
+    ("1", True),                      # booleans are not numbers
+    (1, True),
+    (0, False),
+    (1, 1.0),                         # JSON text 1 vs 1.0
+    ("nan", float("nan")),
+    ("null", None),
+    ("", None),
+    ({"Key": 1}, {"key": 1}),         # keys are exact
+    ({"a": 1}, {"a": 1, "b": 2}),
+    ([1, 2], [2, 1]),
+    ({"a": "x"}, {"a": "X"}),
+    ("abc", "ABC"),
+]
+
+
+@pytest.mark.parametrize("left, right", EQUAL)
+def test_equal_pairs(left, right):
+    assert em.values_equal(left, right) and em.values_equal(right, left)
+
+
+@pytest.mark.parametrize("left, right", UNEQUAL)
+def test_unequal_pairs(left, right):
+    assert not em.values_equal(left, right) and not em.values_equal(right, left)
+
+
+@pytest.mark.parametrize("old, new", [("1.10", "1.1"), ("0042", "42"), ("1e3", "1000"),
+                                      ("123456789012345678", "123456789012345679")])
+def test_a_settings_change_the_old_normalization_hid_is_detected(old, new):
+    assert em.changed_properties(desired(settings={"appVersion": new}), ext({"settings": {"appVersion": old}})) == [
+        "settings"]
+
+
+def test_nan_setting_is_stable():
+    assert em.changed_properties(desired(settings={"x": float("nan")}), ext({"settings": {"x": float("nan")}})) == []
+
+
+def test_rotating_a_pin_from_0042_to_42_is_a_protected_settings_change():
+    stored = em.fingerprint({"pin": "0042"}, iterations=1000)
+    assert em.fingerprint_matches({"pin": "0042"}, stored)
+    assert not em.fingerprint_matches({"pin": "42"}, stored)
+    assert not em.fingerprint_matches({"pin": 42}, stored)
+    assert em.changed_properties(desired(protected_settings={"pin": "42"}),
+                                 ext(tags={em.FINGERPRINT_TAG: stored})) == ["protected_settings"]
+
+
+def test_fingerprint_hashes_canonical_json_without_coercion():
+    assert em.canonical_json({"b": "1", "a": True}) == b'{"a":true,"b":"1"}'
+    salt = b"0" * 16
+    assert em.fingerprint({"a": "1"}, salt, 1000) != em.fingerprint({"a": 1}, salt, 1000)
+    assert em.fingerprint({"a": 1, "b": 2}, salt, 1000) == em.fingerprint({"b": 2, "a": 1}, salt, 1000)
+
+
+def legacy_tag(value, salt=b"s" * 16, iterations=1000):
+    """A format-1 tag as the collection wrote it before the tag format was versioned."""
+    import base64
+    import hashlib
+    import json
+
+    data = json.dumps(em._legacy_normalize(value), sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.pbkdf2_hmac("sha256", data, salt, iterations)
+    return "pbkdf2-sha256$%d$%s$%s" % (iterations, base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+
+
+def test_format_1_tags_are_recognised_unless_the_old_normalization_was_ambiguous():
+    plain = {"commandToExecute": "run --token abc", "retries": 3, "debug": False}
+    assert em.fingerprint_matches(plain, legacy_tag(plain))              # no re-send after the upgrade
+    assert not em.fingerprint_matches({"commandToExecute": "other", "retries": 3, "debug": False},
+                                      legacy_tag(plain))
+    # A value format 1 normalized: the old tag cannot prove which one was sent, so it is sent once.
+    assert not em.fingerprint_matches({"pin": "0042"}, legacy_tag({"pin": "0042"}))
+    assert not em.fingerprint_matches({"pin": "42"}, legacy_tag({"pin": "0042"}))
