@@ -81,8 +81,13 @@ options:
             type: str
             required: true
       tags:
-        description: VM extensions only. Tags of the extension resource.
+        description: VM extensions only. Tags of the extension resource (the fingerprint tag is managed apart).
         type: dict
+      protected_settings_fingerprint:
+        description:
+          - VM extensions only. Overrides O(protected_settings_fingerprint) for the reapply (for the role, which
+            passes its overrides here).
+        type: bool
   no_protected_settings:
     description:
       - With O(rerun_method=delete_reapply), your word that the extension has no protected settings, so that it

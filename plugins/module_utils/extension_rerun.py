@@ -96,6 +96,7 @@ RERUN_OPTIONS = dict(
             source_vault_id=dict(type="str", required=True),
         )),
         tags=dict(type="dict"),
+        protected_settings_fingerprint=dict(type="bool", no_log=False),
     )),
     no_protected_settings=dict(type="bool", default=False, no_log=False),
     backup_dir=dict(type="path", fallback=(env_fallback, [BACKUP_DIR_ENV])),
@@ -264,7 +265,7 @@ def restore_task(kind, group, target, name, path, secrets_needed):
              "    name: %s" % json.dumps(name),
              "    definition_from_backup: %s" % json.dumps(path)]
     if secrets_needed:
-        lines.append("    protected_settings: \"{{ the extension's protected settings, from your vault }}\"")
+        lines.append("    protected_settings: \"{{ vault_protected_settings }}\"  # its protected settings (never saved)")
     return "\n".join(lines)
 
 
@@ -303,6 +304,16 @@ class ExtensionRerun(object):
 
     # ---- the parts -----------------------------------------------------------------------------------------------
     def run(self):
+        """The rerun's result; a failure carries `rerun` (outcome refused when nothing was written, else failed)."""
+        try:
+            return self.steps()
+        except AzureOperationError as exc:
+            if "rerun" not in exc.result:
+                exc.result["rerun"] = self.outcome("refused" if self.backup is None else "failed",
+                                                   exc.msg.splitlines()[0] if exc.msg else "")
+            raise
+
+    def steps(self):
         if self.params.get("definition_from_backup"):
             return self.restore(load_backup(self.params["definition_from_backup"]), explicit=True)
         current, parent = self.read()
@@ -339,8 +350,12 @@ class ExtensionRerun(object):
         for key, value in (params.get("rerun_overrides") or {}).items():
             if value is None:
                 continue
-            if self.kind == "vmss" and key in VM_ONLY_KEYS:
-                raise AzureOperationError("rerun_overrides.%s: scale-set extensions have no %s" % (key, key))
+            if self.kind == "vmss" and key in VM_ONLY_KEYS + ("protected_settings_fingerprint",):
+                raise AzureOperationError("rerun_overrides.%s applies to VM extensions only (on a scale set use the "
+                                          "module's own option)" % key)
+            if key == "protected_settings_fingerprint":
+                params[key] = value
+                continue
             definition[key] = value
         if definition.get("protected_settings_from_key_vault") and params.get("protected_settings") is not None:
             raise AzureOperationError(
