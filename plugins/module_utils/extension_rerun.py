@@ -134,7 +134,7 @@ def extension_rerun(azure, kind, state_class, validate):
         return None
     if params.get("definition_from_backup"):
         return ExtensionRerun(azure, kind, state_class, validate)
-    if params["rerun"] and (params["rerun_method"] == "delete_reapply" or not declared):
+    if params["rerun"]:
         if declared and len(declared) < len(DECLARED_KEYS):
             raise AzureOperationError(
                 "rerun: declare all of publisher, type and type_handler_version (then they are what is reapplied) "
@@ -142,7 +142,8 @@ def extension_rerun(azure, kind, state_class, validate):
         if declared and params.get("rerun_overrides"):
             raise AzureOperationError("rerun_overrides applies to the definition read from Azure; with a declared "
                                       "definition (publisher, type, type_handler_version) change the options instead")
-        return ExtensionRerun(azure, kind, state_class, validate)
+        if params["rerun_method"] == "delete_reapply" or not declared:
+            return ExtensionRerun(azure, kind, state_class, validate)
     if params.get("rerun_overrides") is not None:
         raise AzureOperationError("rerun_overrides needs rerun=true")
     missing = [key for key in DECLARED_KEYS if params.get(key) is None]
@@ -239,10 +240,9 @@ def load_backup(path):
 
 
 def find_backups(folder, kind, group, target, name):
-    """The backups of this extension in folder, newest first."""
+    """The backups of this extension in folder, newest first (Azure's names are case-insensitive, file names not)."""
     found = []
-    pattern = os.path.join(folder, "%s_%s_%s_*.json" % (_safe(group), _safe(target), _safe(name)))
-    for path in glob.glob(pattern):
+    for path in glob.glob(os.path.join(folder, "*.json")):
         try:
             data = load_backup(path)
         except AzureOperationError:
