@@ -6,6 +6,7 @@ import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,12 +104,26 @@ def definition(ext):
     return dict((key, ext.get(key)) for key in DEFINITION if key in ext)
 
 
-def emulator_extensions(emulator, vm):
-    """Names of the VM's extensions as the emulator holds them now (no ARM request is made)."""
-    for item in emulator.state()["subscriptions"][0]["vms"]:
-        if item["name"] == vm:
-            return [res["name"] for res in item.get("resources") or []]
-    raise KeyError(vm)
+def process_tree(pid):
+    """pid and all its descendants (ansible-playbook runs its workers in sessions of their own)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for children in (Path("/proc") / str(current) / "task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in children.read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def kill_tree(pid):
+    for each in process_tree(pid):
+        try:
+            os.kill(each, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # ---- the happy paths ----------------------------------------------------------------------------------------------
@@ -405,7 +420,7 @@ def test_reapply_refused_by_azure_then_the_advice_in_the_message_restores_it(run
     assert run.rc != 0
     msg = summary_of(run)
     assert "AuthorizationFailed" in msg and "403" in msg
-    assert emulator_extensions(emulator, "vm-web-01") == []  # the delete went through
+    assert vm_extension_now(run_playbook, "vm-web-01") is None  # the delete went through
     backup = backups(tmp_path)[0]
     assert str(backup) in msg and json.loads(backup.read_text())["stage"] == "reapply_failed"
     tasks = restore_task_from(msg)
@@ -443,7 +458,7 @@ def test_run_killed_between_delete_and_put_is_restored_by_the_next_run(run_playb
     env = dict(ansible_env, **emulator.env)
     env.update(AZURE_POLLING_INTERVAL="0.2", ANSIBLE_STDOUT_CALLBACK="json_results")
     proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), str(path), "-i", "localhost,", "-c", "local"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not [r for r in emulator.writes() if r["method"] == "DELETE"]:
@@ -451,11 +466,12 @@ def test_run_killed_between_delete_and_put_is_restored_by_the_next_run(run_playb
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)  # the playbook, its worker and the module: the run stops dead
         proc.wait()
     assert [r["method"] for r in emulator.writes()][-1] == "DELETE"  # killed before the PUT
-    while "customScript" in emulator_extensions(emulator, "vm-web-02"):  # the delete finishes in Azure
-        time.sleep(0.2)
+    while vm_extension_now(run_playbook, "vm-web-02") is not None:  # the delete finishes in Azure
+        time.sleep(0.5)
+    assert [r["method"] for r in emulator.writes()][-1] == "DELETE"  # and nothing of the run survived to PUT
     files = backups(tmp_path)
     assert len(files) == 1 and json.loads(files[0].read_text())["stage"] in ("saved", "deleted")
     assert SECRET not in files[0].read_text()
