@@ -42,6 +42,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     extension_result,
     fingerprint_matches,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline
 
 RERUN_METHODS = ("force_update_tag", "delete_reapply")
 DEFAULT_BACKUP_DIR = "~/.ansible/azure_vm_extensions/backups"
@@ -285,13 +286,25 @@ class ExtensionRerun(object):
         self.method = self.params["rerun_method"]
         self.where = "%s %s" % ("scale set" if kind == "vmss" else "VM", self.target)
         self.backup = None
+        self.deadline = None
 
     def new_state(self):
-        """The state class for the next step; a scale set's step timeout defaults by the extension's type."""
-        run = self.state_class(self.azure)
-        if getattr(run, "step_timeout", 0) is None:
-            run.step_timeout = default_timeout(self.params.get("type"))
-        return run
+        """The state class for the next step. On a VM every step shares the rerun's one deadline (timeout is the
+        whole task); a scale set's state class starts its own clock for each step."""
+        azure = self.azure
+        if self.kind == "vmss":
+            return self.state_class(self.params, azure.connection, azure.check_mode, progress=azure.progress)
+        return self.state_class(self.params, azure.connection, azure.check_mode, deadline=self.deadline,
+                                progress=azure.progress)
+
+    def step(self, method):
+        """present() or absent() of a new state object; its warnings reach the task's output."""
+        run = self.new_state()
+        try:
+            return getattr(run, method)()
+        finally:
+            for warning in run.warnings:
+                self.azure.warn(warning)
 
     # ---- reading -------------------------------------------------------------------------------------------------
     def read(self):
@@ -331,7 +344,7 @@ class ExtensionRerun(object):
         if self.method == "force_update_tag":
             self.params["rerun"] = True
             self.params["force_update_tag"] = None
-            result = self.new_state().present()
+            result = self.step("present")
         else:
             self.delete()
             result = self.reapply(definition)
@@ -376,7 +389,9 @@ class ExtensionRerun(object):
         params["rerun"] = False
         if self.kind == "vm" and definition.get("tags") is None:
             params["tags"] = None
-        self.validate(self.azure)
+        self.validate(params)
+        if self.deadline is None:
+            self.deadline = Deadline(params.get("timeout") or default_timeout(params.get("type")))
 
     def guard(self, definition, stored):
         """Refuse, before anything is written, a delete that would lose or change the protected settings."""
@@ -423,7 +438,7 @@ class ExtensionRerun(object):
         wait = self.params["wait"]
         self.params.update(state="absent", wait=True)
         try:
-            self.new_state().absent()
+            self.step("absent")
         except AzureOperationError as exc:
             current = self.read()[0]
             if current is not None:
@@ -441,7 +456,7 @@ class ExtensionRerun(object):
         self.use(definition)
         self.params["force_update_tag"] = definition.get("force_update_tag")
         try:
-            return self.new_state().present()
+            return self.step("present")
         except AzureOperationError as exc:
             self.stage(STAGE_REAPPLY_FAILED)
             raise self.recovery_error("the extension was deleted and putting it back failed", exc)
@@ -499,7 +514,7 @@ class ExtensionRerun(object):
                     backup["protected_settings"]["evidence"]), rerun=self.outcome("refused", reason="protected_settings"))
         self.use(definition)
         self.params["force_update_tag"] = definition.get("force_update_tag")
-        result = self.new_state().present()
+        result = self.step("present")
         if result.get("changed") and not self.azure.check_mode:
             self.stage(STAGE_RESTORED)
         outcome = "restored" if result.get("changed") else "unchanged"
