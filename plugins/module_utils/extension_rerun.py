@@ -600,6 +600,7 @@ class ExtensionRerun(object):
                                  if status.get("message") and status["message"].strip())
         result["before"] = before
         result["rerun"] = self.outcome(outcome, handler)
+        result["summary"] = result["rerun"]["summary"]
         if outcome != "unchanged":
             result["changed"] = True
         return result
