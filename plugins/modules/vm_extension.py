@@ -95,6 +95,7 @@ options:
 extends_documentation_fragment:
   - azure_vm.extensions.azure
   - azure_vm.extensions.extension
+  - azure_vm.extensions.extension_rerun
 notes:
   - An entry of M(azure_vm.extensions.vm_extension_info)'s RV(azure_vm.extensions.vm_extension_info#module:extensions)
     can be passed back unchanged (its C(id), C(provisioning_state) and C(instance_view) are accepted and ignored,
@@ -266,6 +267,11 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     EXTENSION_OPTION_RULES,
     validate_extension_options,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_rerun import (
+    RERUN_OPTIONS,
+    extension_rerun,
+    rerun_option_rules,
+)
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
     VM_EXTENSION_OPTIONS,
     VmExtension,
@@ -273,6 +279,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_s
 
 
 def run(azure):
+    rerun = extension_rerun(azure, "vm", VmExtension, validate_extension_options)
+    if rerun:
+        return rerun.run()
     validate_extension_options(azure.params)
     state = VmExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
     try:
@@ -284,9 +293,9 @@ def run(azure):
 
 def main():
     AzureModule(
-        argument_spec=dict(VM_EXTENSION_OPTIONS, vm_name=dict(type="str", required=True)),
+        argument_spec=dict(VM_EXTENSION_OPTIONS, vm_name=dict(type="str", required=True), **RERUN_OPTIONS),
         supports_check_mode=True,
-        **EXTENSION_OPTION_RULES
+        **rerun_option_rules(EXTENSION_OPTION_RULES)
     ).run(run)
 
 

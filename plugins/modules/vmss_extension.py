@@ -130,6 +130,7 @@ options:
 extends_documentation_fragment:
   - azure_vm.extensions.azure
   - azure_vm.extensions.extension
+  - azure_vm.extensions.extension_rerun
 attributes:
   check_mode:
     support: full
@@ -318,6 +319,11 @@ instances:
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import EXTENSION_OPTION_RULES
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_rerun import (
+    RERUN_OPTIONS,
+    extension_rerun,
+    rerun_option_rules,
+)
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import (
     VMSS_EXTENSION_OPTIONS,
     VmssExtension,
@@ -326,6 +332,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension
 
 
 def run(azure):
+    rerun = extension_rerun(azure, "vmss", VmssExtension, validate_vmss_options)
+    if rerun:
+        return rerun.run()
     validate_vmss_options(azure.params)
     state = VmssExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
     try:
@@ -338,9 +347,9 @@ def run(azure):
 def main():
     AzureModule(
         clients=("compute", "resources"),
-        argument_spec=VMSS_EXTENSION_OPTIONS,
+        argument_spec=dict(VMSS_EXTENSION_OPTIONS, **RERUN_OPTIONS),
         supports_check_mode=True,
-        **EXTENSION_OPTION_RULES
+        **rerun_option_rules(EXTENSION_OPTION_RULES)
     ).run(run)
 
 
