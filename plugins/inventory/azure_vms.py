@@ -360,6 +360,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             connection = connection_from_options(self._auth_options())
         except AzureAuthError as exc:
             raise AnsibleParserError("%s: %s" % (self.NAME, exc))
+        # One token before the parallel lists (each would fetch its own), and a clear error when there is none.
+        try:
+            connection.credential.get_token(connection.audience.rstrip("/") + "/.default")
+        except AzureError as exc:
+            raise AnsibleParserError("%s: no usable Azure credentials (auth_source=%s): %s" % (
+                self.NAME, connection.auth_source, exc))
         connections = []
         for subscription in self.get_option("subscriptions") or [connection.subscription_id]:
             if subscription == connection.subscription_id:
