@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-deps demo test sanity lint pytest bench clean
+.PHONY: venv system-deps demo test sanity lint pytest bench bench-inventory clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ test: venv system-deps sanity lint pytest
 # Fleet benchmark against azure.azcollection (about 10 minutes; not part of `make test`): docs/benchmarks.md.
 bench: venv
 	$(PY) benchmarks/fleet_bench.py --vms 20 --extensions 2 --handler-seconds 10 --markdown docs/benchmarks.md
+
+# Inventory plugin benchmark (a few minutes): requests and time for 2,000 VMs, cold and with the cache warm.
+bench-inventory: venv
+	$(PY) benchmarks/inventory_bench.py --vms 2000 --page-size 10 --page-size 100 --markdown docs/benchmarks.md
 
 clean:
 	rm -rf .build .pytest_cache

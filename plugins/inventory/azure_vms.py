@@ -16,11 +16,9 @@ description:
     provisioning state, handler state (V(succeeded), V(failed), V(transitioning)) and the handler's message.
   - Groups the hosts by extension state (every VM with a failed extension, per extension name and state), VM agent
     not ready, power state and location, plus the standard O(compose), O(groups) and O(keyed_groups).
-  - The host variables C(azure_vm_name) and C(azure_resource_group) are those the
-    R(azure_vm.extensions.extensions,ansible_collections.azure_vm.extensions.extensions_role) role reads, and
-    C(rerun_extension_vm_name) and C(rerun_extension_resource_group) those of the
-    R(azure_vm.extensions.rerun_extension,ansible_collections.azure_vm.extensions.rerun_extension_role) role, so
-    both run over this inventory with no mapping.
+  - The host variables C(azure_vm_name) and C(azure_resource_group) are those the C(azure_vm.extensions.extensions)
+    role reads, and C(rerun_extension_vm_name) and C(rerun_extension_resource_group) those of the
+    C(azure_vm.extensions.rerun_extension) role, so both run over this inventory with no mapping.
   - "Requests, per subscription: the VM list with run-time status (C(statusOnly=true)) and the VM list (the model:
     OS type, tags, extension publishers, auto-upgrade flags, provisioning states), each one request per page,
     read in parallel: 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
@@ -122,7 +120,7 @@ EXAMPLES = r"""
 # credentials of the AZURE_* environment variables (what AWX's Azure credential injects)
 plugin: azure_vm.extensions.azure_vms
 
-# ---
+---
 # Two subscriptions, two resource groups, only production VMs, with scale-set instances, cached for 10 minutes
 plugin: azure_vm.extensions.azure_vms
 subscriptions:
@@ -137,7 +135,7 @@ cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/azure_vms
 cache_timeout: 600
 
-# ---
+---
 # Own groups and variables on top of the built-in ones
 plugin: azure_vm.extensions.azure_vms
 keyed_groups:
@@ -150,7 +148,7 @@ groups:
 compose:
   agent_version: azure_vm_agent.version
 
-# ---
+---
 # Then, to rerun the failed extension on exactly the VMs where it failed:
 #   ansible-inventory -i inventory/ --graph azure_ext_customscript_failed
 #   ansible-playbook -i inventory/ playbooks/rerun_extension.yml --limit azure_ext_customscript_failed \

@@ -321,7 +321,7 @@ def test_cache_warm_sends_no_request_and_no_secret_in_hostvars_or_cache(inventor
     ({"subscriptions": ["not-a-guid"]}, {}, "subscriptions must be a list of subscription ids (GUIDs)"),
     ({"tags": {"env": ["a", "b"]}}, {}, "tags must map tag names to a value (a string) or null (any value)"),
     ({"list_model": False, "tags": {"env": "prod"}}, {}, "tags filters need list_model=true"),
-    ({"hostnames": "fqdn"}, {}, "hostnames"),
+    ({"hostnames": "fqdn"}, {}, "Valid values are: name, resource_group_name"),
     ({"auth_source": "env"}, {"AZURE_CLIENT_ID": "", "AZURE_SECRET": "", "AZURE_TENANT": ""},
      "auth_source=env needs client_id and tenant for a service principal"),
     ({}, {"AZURE_SECRET": "wrong-secret"}, "no usable Azure credentials (auth_source=env)"),
@@ -341,3 +341,22 @@ def test_ansible_doc_renders_the_plugin(ansible_env):
     assert proc.returncode == 0, proc.stderr
     for text in ("include_vmss_instances", "statusOnly", "keyed_groups", "cache_plugin", "auth_source", "EXAMPLES"):
         assert text in proc.stdout, text
+
+
+def test_addresses_from_another_source_in_the_same_inventory_directory(inventory, emulator, tmp_path):
+    """docs/inventory.md: this plugin and a source that resolves addresses, side by side in one directory; hosts of
+    the same name are merged, and a constructed file (parsed last) groups on variables from both."""
+    source = write_inventory(tmp_path / "inv", None, **{
+        "addresses.yml": {"all": {"hosts": {"vm-web-01": {"ansible_host": "10.1.0.4"},
+                                            "vm-failed-ext": {"ansible_host": "10.1.0.7"}}}},
+        "zz-reachable.constructed.yml": {"plugin": "ansible.builtin.constructed", "strict": False,
+                                         "groups": {"repair_over_ssh": "ansible_host is defined and "
+                                                                       "azure_failed_extensions | length > 0"}}})
+    data = listed(inventory, source)
+    hostvars = data["_meta"]["hostvars"]
+    assert sorted(hostvars) == SEED_VMS  # merged by name, no extra host
+    assert hostvars["vm-web-01"]["ansible_host"] == "10.1.0.4"
+    assert hostvars["vm-web-01"]["azure_extensions"]["customScript"]["state"] == "succeeded"
+    assert "ansible_host" not in hostvars["vm-web-02"]
+    assert group_hosts(data, "azure_ext_failed") == ["vm-failed-ext"]
+    assert group_hosts(data, "repair_over_ssh") == ["vm-failed-ext"]
