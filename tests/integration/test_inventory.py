@@ -18,9 +18,9 @@ SCALE_SETS = {"vmss-manual": 5, "vmss-auto": 3, "vmss-rolling": 3}  # default-se
 SUB = "6f3a8c1e-0000-4000-8000-000000000001"
 SECRET = "inv-Pr0tected-S3cret-5b2e"
 FINGERPRINT_TAG = "azure_vm.extensions.protected_settings"
-CUSTOM_SCRIPT = {"location": "westeurope", "properties": {"publisher": "Microsoft.Azure.Extensions", "type": "CustomScript",
-                                "typeHandlerVersion": "2.1", "autoUpgradeMinorVersion": True,
-                                "settings": {"commandToExecute": "echo check"}}}
+CUSTOM_SCRIPT = {"location": "westeurope", "properties": {
+    "publisher": "Microsoft.Azure.Extensions", "type": "CustomScript", "typeHandlerVersion": "2.1",
+    "autoUpgradeMinorVersion": True, "settings": {"commandToExecute": "echo check"}}}
 
 
 @pytest.fixture(autouse=True)
@@ -236,8 +236,8 @@ def test_failed_extension_group_then_rerun_role_with_limit_repairs_it(inventory,
     assert emulator.writes()[before:] == []
 
 
-def test_extensions_role_runs_over_the_plugin_inventory_with_no_extra_variables(inventory, emulator, tmp_path,
-                                                                                 run_playbook):
+def test_extensions_role_runs_over_the_plugin_inventory_with_no_extra_variables(
+        inventory, emulator, tmp_path, run_playbook):
     monitor = {"name": "monitor", "publisher": "Microsoft.Azure.Monitor", "type": "AzureMonitorLinuxAgent",
                "type_handler_version": "1.33"}
     source = write_inventory(tmp_path / "inv", {"keyed_groups": [{"key": "azure_os_type", "prefix": "os",
@@ -262,8 +262,8 @@ def test_extensions_role_runs_over_the_plugin_inventory_with_no_extra_variables(
     assert emulator.writes()[before:] == []
 
 
-def test_cache_warm_sends_no_request_and_no_secret_in_hostvars_or_cache(inventory, emulator, tmp_path,
-                                                                       run_playbook):
+def test_cache_warm_sends_no_request_and_no_secret_in_hostvars_or_cache(
+        inventory, emulator, tmp_path, run_playbook):
     # A VM extension and a scale-set extension with protected settings: both get the collection's fingerprint tag.
     run_playbook(playbook(
         {"name": "vm", "azure_vm.extensions.vm_extension": {
