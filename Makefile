@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-deps demo test sanity lint pytest bench witness clean
+.PHONY: venv system-deps demo test sanity lint pytest bench bench-inventory witness clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: venv
 # not part of `make test`): docs/witness.md.
 witness: venv
 	$(PY) benchmarks/witness.py --markdown docs/witness.md
+
+# Inventory plugin benchmark (a few minutes): requests and time for 2,000 VMs, cold and with the cache warm.
+bench-inventory: venv
+	$(PY) benchmarks/inventory_bench.py --vms 2000 --page-size 10 --page-size 100 --markdown docs/benchmarks.md
 
 clean:
 	rm -rf .build .pytest_cache

@@ -562,3 +562,29 @@ def resource_id(subscription_id, resource_group, *path):
     """The ARM id of a Microsoft.Compute resource, for messages: resource_id(sub, rg, 'virtualMachines', vm)."""
     return "/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/%s" % (
         subscription_id, resource_group, "/".join(path))
+
+
+def connection_from_options(options):
+    """An AzureConnection for callers without an AnsibleModule (the inventory plugin), from a dict of the auth options.
+
+    Each option that is not given (None) is taken as AnsibleModule would take it from AZURE_AUTH_ARGSPEC: its
+    environment fallback, then its default; types and choices are checked the same way. Raises AzureAuthError.
+    """
+    params = {}
+    for key, spec in AZURE_AUTH_ARGSPEC.items():
+        value = options.get(key)
+        if value is None and "fallback" in spec:
+            value = next((os.environ[var] for var in spec["fallback"][1] if os.environ.get(var)), None)
+        if value is None:
+            value = spec.get("default")
+        if value is not None and spec["type"] == "float":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise AzureAuthError("%s must be a number, got %r" % (key, value))
+        elif value is not None and spec["type"] == "path":
+            value = os.path.expanduser(os.path.expandvars(value))
+        if value is not None and spec.get("choices") and value not in spec["choices"]:
+            raise AzureAuthError("%s must be one of %s, got %r" % (key, ", ".join(spec["choices"]), value))
+        params[key] = value
+    return AzureConnection(params)

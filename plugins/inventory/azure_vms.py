@@ -1,0 +1,514 @@
+# -*- coding: utf-8 -*-
+# Copyright: azure_vm.extensions contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: azure_vms
+short_description: Azure VMs (and Uniform scale-set instances) with their extensions' and VM agent's state
+version_added: 0.1.0
+description:
+  - Lists the virtual machines of one or more subscriptions with a few paged list calls, never one read per VM,
+    and makes each VM a host whose variables say what its VM agent and every extension handler report -
+    provisioning state, handler state (V(succeeded), V(failed), V(transitioning)) and the handler's message.
+  - Groups the hosts by extension state (every VM with a failed extension, per extension name and state), VM agent
+    not ready, power state and location, plus the standard O(compose), O(groups) and O(keyed_groups).
+  - The host variables C(azure_vm_name) and C(azure_resource_group) are those the C(azure_vm.extensions.extensions)
+    role reads, and C(rerun_extension_vm_name) and C(rerun_extension_resource_group) those of the
+    C(azure_vm.extensions.rerun_extension) role, so both run over this inventory with no mapping.
+  - "Requests, per subscription: the VM list with run-time status (C(statusOnly=true)) and the VM list (the model:
+    OS type, tags, extension publishers, auto-upgrade flags, provisioning states), each one request per page,
+    read in parallel: 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
+    O(include_vmss_instances), one paged list of the scale sets plus, per Uniform scale set, one paged list of
+    its instances with their instance views. Filters are applied to what the lists return, so they do not change
+    the count. With the inventory cache warm, no request at all."
+  - It resolves no network addresses (that would cost a list of network interfaces and one of public IP
+    addresses per subscription, from another SDK). Put this source in one inventory directory with one that
+    does, for example C(azure.azcollection.azure_rm) with C(plain_host_names=true), or a static file with
+    C(ansible_host); hosts of the same name are merged. See the collection's C(docs/inventory.md).
+  - The inventory file must end with C(azure_vms.yml) or C(azure_vms.yaml).
+  - Never a secret in host variables or the cache - ARM never returns protected settings, public settings are
+    not read into host variables, and the collection's protected-settings fingerprint tags
+    (C(azure_vm.extensions.protected_settings*)) are dropped from C(azure_tags) (each extension's
+    C(protected_settings_fingerprint) says whether it had one).
+author:
+  - azure_vm.extensions maintainers
+extends_documentation_fragment:
+  - azure_vm.extensions.azure
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+options:
+  plugin:
+    description: The name of this plugin; it marks the file as this plugin's source.
+    required: true
+    type: str
+    choices: [azure_vm.extensions.azure_vms]
+  subscriptions:
+    description:
+      - Subscription ids to list. Empty uses the one subscription of the authentication
+        (O(subscription_id) or E(AZURE_SUBSCRIPTION_ID)).
+      - Every subscription costs its own list requests; one token serves all of them.
+    type: list
+    elements: str
+    default: []
+  resource_groups:
+    description: Only VMs in these resource groups (case-insensitive). Empty means all.
+    type: list
+    elements: str
+    default: []
+  locations:
+    description: Only VMs in these locations, as ARM names them (V(westeurope), case-insensitive). Empty means all.
+    type: list
+    elements: str
+    default: []
+  tags:
+    description:
+      - Only VMs that carry every one of these tags. A value of V(null) (or an empty string) matches any value of
+        the tag; otherwise the value must be equal.
+      - A scale-set instance is matched by its scale set's tags.
+      - Needs O(list_model=true), since only the model list returns tags.
+    type: dict
+    default: {}
+  include_vmss_instances:
+    description:
+      - Also make a host of every instance of the Uniform scale sets (Flexible scale sets' VMs are VMs and are
+        listed anyway). Their host names are C(<scale set>_<instance id>); they are in the group
+        C(<group_prefix>vmss_instances), and have C(azure_vmss_name) and C(azure_vmss_instance_id) instead of
+        C(azure_vm_name).
+    type: bool
+    default: false
+  list_model:
+    description:
+      - Also list the VMs' model, for C(azure_os_type), C(azure_tags), and each extension's publisher, type,
+        declared version, provisioning state and auto-upgrade flags.
+      - V(false) halves the requests; an extension's publisher and type then come from its instance view, and the
+        rest is V(null). O(tags) cannot be used then.
+    type: bool
+    default: true
+  hostnames:
+    description:
+      - V(name) names each host by its VM name; when two VMs of the sources share a name, the second and later
+        get C(<name>_<resource group>) and a warning.
+      - V(resource_group_name) names every host C(<resource group>_<name>) (lower-case resource group).
+    type: str
+    choices: [name, resource_group_name]
+    default: name
+  group_prefix:
+    description: Prefix of the groups this plugin makes (not those of O(groups) and O(keyed_groups)).
+    type: str
+    default: azure_
+notes:
+  - "Groups (with the default O(group_prefix)): C(azure_vms); C(azure_vmss_instances); C(azure_ext_failed) (any
+    extension whose handler or provisioning state is failed); C(azure_ext_transitioning);
+    C(azure_ext_<extension name>) and C(azure_ext_<extension name>_<state>); C(azure_agent_not_ready);
+    C(azure_power_<state>) (V(running), V(stopped), V(deallocated), ...); C(azure_location_<location>);
+    C(azure_vmss_<scale set>). Group names are lower case, with every character that is not a letter, digit or
+    underscore replaced by an underscore."
+  - Host variables are documented in the collection's C(docs/inventory.md); C(ansible-inventory --host NAME)
+    shows them.
+seealso:
+  - name: Dynamic inventory
+    description: How Ansible combines inventory sources in a directory.
+    link: https://docs.ansible.com/ansible/latest/inventory_guide/intro_dynamic_inventory.html
+"""
+
+EXAMPLES = r"""
+# inventory/fleet.azure_vms.yml - every VM of the subscription given by AZURE_SUBSCRIPTION_ID, with the
+# credentials of the AZURE_* environment variables (what AWX's Azure credential injects)
+plugin: azure_vm.extensions.azure_vms
+
+---
+# Two subscriptions, two resource groups, only production VMs, with scale-set instances, cached for 10 minutes
+plugin: azure_vm.extensions.azure_vms
+subscriptions:
+  - 00000000-0000-0000-0000-000000000001
+  - 00000000-0000-0000-0000-000000000002
+resource_groups: [rg-web, rg-batch]
+tags:
+  environment: production
+include_vmss_instances: true
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/azure_vms
+cache_timeout: 600
+
+---
+# Own groups and variables on top of the built-in ones
+plugin: azure_vm.extensions.azure_vms
+keyed_groups:
+  - key: azure_os_type
+    prefix: os
+  - key: azure_vm_agent.version
+    prefix: agent
+groups:
+  customscript_failed: "'customScript' in azure_failed_extensions"
+compose:
+  agent_version: azure_vm_agent.version
+
+---
+# Then, to rerun the failed extension on exactly the VMs where it failed:
+#   ansible-inventory -i inventory/ --graph azure_ext_customscript_failed
+#   ansible-playbook -i inventory/ playbooks/rerun_extension.yml --limit azure_ext_customscript_failed \
+#     -e rerun_extension_name=customScript -e @secrets.vault.yml
+"""
+
+import copy
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.errors import AnsibleParserError
+from ansible.inventory.group import to_safe_group_name
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.display import Display
+
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    AZURE_AUTH_ARGSPEC,
+    HAS_AZURE,
+    AzureAuthError,
+    AzureError,
+    connection_from_options,
+    describe_azure_error,
+)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    FINGERPRINT_TAG,
+    handler_state,
+    status_messages,
+    vm_agent_result,
+)
+
+display = Display()
+
+# What ARM accepts (Microsoft.Resources naming rules): resource groups 1-90 of letters, digits, _ ( ) - . and not
+# ending with a period; subscription ids are GUIDs; locations are ARM short names.
+RESOURCE_GROUP_PATTERN = re.compile(r"^[-\w\._\(\)]{0,89}[-\w_\(\)]$", re.UNICODE)
+SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+LOCATION_PATTERN = re.compile(r"^[A-Za-z0-9 ]+$")
+TRANSITIONING = ("creating", "updating", "deleting", "migrating")
+
+
+def _lower(value):
+    return (value or "").lower()
+
+
+def parse_resource_id(resource_id):
+    """subscription, resource group, and the name after each type segment, from an ARM id."""
+    parts = (resource_id or "").strip("/").split("/")
+    found = dict((parts[i].lower(), parts[i + 1]) for i in range(0, len(parts) - 1, 2))
+    return found
+
+
+def power_state(instance_view):
+    """'running', 'stopped', 'deallocated', ... from the PowerState/... status; 'unknown' when absent."""
+    for status in (instance_view or {}).get("statuses") or []:
+        code = status.get("code") or ""
+        if code.lower().startswith("powerstate/"):
+            return code.split("/", 1)[1].lower()
+    return "unknown"
+
+
+def public_tags(tags):
+    """A resource's tags without the collection's protected-settings fingerprints (azure_vm.extensions.protected_settings*)."""
+    return dict((key, value) for key, value in (tags or {}).items() if not key.startswith(FINGERPRINT_TAG))
+
+
+def extension_state(handler, provisioning_state):
+    """The handler's state from its instance view; when it has not reported, ARM's provisioning state decides."""
+    if handler != "unknown":
+        return handler
+    provisioning = _lower(provisioning_state)
+    if provisioning == "failed":
+        return "failed"
+    if provisioning in TRANSITIONING:
+        return "transitioning"
+    return "unknown"
+
+
+def extension_records(resources, instance_view, fingerprint_tags=None):
+    """One record per extension (name -> record): the model's definition joined with its handler's instance view.
+
+    resources: the model's extension child resources (REST shape; None when the model was not listed);
+    instance_view: the VM's (or instance's) instance view; fingerprint_tags: names of the extensions whose
+    fingerprint is kept elsewhere (a scale set's tags). Never settings, never tags' values.
+    """
+    views = dict((view.get("name"), view) for view in (instance_view or {}).get("extensions") or [])
+    models = dict((ext.get("name"), ext) for ext in resources or [] if ext.get("name"))
+    records = {}
+    for name in list(models) + [name for name in views if name not in models]:
+        model = models.get(name) or {}
+        props = model.get("properties") or {}
+        view = views.get(name) or {}
+        publisher, ext_type = props.get("publisher"), props.get("type")
+        if not model and view.get("type"):
+            # The instance view names the handler "<publisher>.<type>", the type being the last dotted part.
+            publisher, dummy, ext_type = view["type"].rpartition(".")
+        statuses = view.get("statuses") or []
+        handler = handler_state([{"code": status.get("code")} for status in statuses])
+        records[name] = {
+            "name": name,
+            "publisher": publisher or None,
+            "type": ext_type or None,
+            "type_handler_version": props.get("typeHandlerVersion"),
+            "handler_version": view.get("typeHandlerVersion"),
+            "provisioning_state": props.get("provisioningState"),
+            "handler_state": handler,
+            "state": extension_state(handler, props.get("provisioningState")),
+            "message": status_messages(view) or None,
+            "auto_upgrade_minor_version": props.get("autoUpgradeMinorVersion"),
+            "enable_automatic_upgrade": props.get("enableAutomaticUpgrade"),
+            "protected_settings_fingerprint": bool(
+                FINGERPRINT_TAG in (model.get("tags") or {}) or name in (fingerprint_tags or ())),
+        }
+    return records
+
+
+def host_record(status_vm, model_vm, subscription_id, scale_set=None):
+    """The host variables of one VM or scale-set instance, from its statusOnly entry and its model entry."""
+    status_vm = status_vm or {}
+    model_vm = model_vm or {}
+    ids = parse_resource_id(status_vm.get("id") or model_vm.get("id"))
+    view = (status_vm.get("properties") or {}).get("instanceView") or {}
+    props = model_vm.get("properties") or {}
+    fingerprints = None
+    tags = model_vm.get("tags")
+    if scale_set is not None:
+        # The collection keeps a scale set's fingerprints in its tags: azure_vm.extensions.protected_settings.<name>.
+        tags = scale_set.get("tags")
+        fingerprints = [key[len(FINGERPRINT_TAG) + 1:] for key in (tags or {}) if key.startswith(FINGERPRINT_TAG + ".")]
+    os_disk = (props.get("storageProfile") or {}).get("osDisk") or {}
+    extensions = extension_records(model_vm.get("resources") if model_vm else None, view, fingerprints)
+    record = {
+        "azure_id": status_vm.get("id") or model_vm.get("id"),
+        "azure_subscription_id": subscription_id,
+        "azure_resource_group": ids.get("resourcegroups"),
+        "azure_location": status_vm.get("location") or model_vm.get("location"),
+        "azure_os_type": os_disk.get("osType") or None,
+        "azure_computer_name": view.get("computerName"),
+        "azure_os_name": view.get("osName"),
+        "azure_os_version": view.get("osVersion"),
+        "azure_power_state": power_state(view),
+        "azure_provisioning_state": props.get("provisioningState"),
+        "azure_vm_agent": vm_agent_result(view),
+        "azure_tags": public_tags(tags) if model_vm or scale_set is not None else None,
+        "azure_extensions": extensions,
+        "azure_failed_extensions": sorted(name for name, ext in extensions.items() if ext["state"] == "failed"),
+    }
+    if scale_set is None:
+        record["azure_vm_name"] = status_vm.get("name") or model_vm.get("name")
+        # The rerun_extension role's own variables, so that it needs no mapping either.
+        record["rerun_extension_vm_name"] = record["azure_vm_name"]
+        record["rerun_extension_resource_group"] = record["azure_resource_group"]
+    else:
+        record["azure_vmss_name"] = scale_set.get("name")
+        record["azure_vmss_instance_id"] = status_vm.get("instanceId") or ids.get("virtualmachines")
+        record["azure_os_type"] = record["azure_os_type"] or (
+            ((scale_set.get("properties") or {}).get("virtualMachineProfile") or {}).get("storageProfile") or {}
+        ).get("osDisk", {}).get("osType")
+    return record
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "azure_vm.extensions.azure_vms"
+
+    def verify_file(self, path):
+        return super(InventoryModule, self).verify_file(path) and path.endswith(("azure_vms.yml", "azure_vms.yaml"))
+
+    # ---- configuration ---------------------------------------------------------------------------------------
+    def _validate(self, config, path):
+        """Refuse what cannot work before any request: unknown options, malformed filters."""
+        unknown = sorted(set(config) - set(self._options) - set(["plugin"]))
+        if unknown:
+            raise AnsibleParserError("%s: unknown option%s %s for %s; valid options: %s" % (
+                path, "s" if len(unknown) > 1 else "", ", ".join(unknown), self.NAME, ", ".join(sorted(self._options))))
+
+        def check_list(option, pattern, what):
+            values = self.get_option(option) or []
+            for value in values:
+                if not isinstance(value, str) or not pattern.match(value):
+                    raise AnsibleParserError("%s: %s must be a list of %s, got %r in %r" % (
+                        path, option, what, value, values))
+
+        check_list("subscriptions", SUBSCRIPTION_PATTERN, "subscription ids (GUIDs)")
+        check_list("resource_groups", RESOURCE_GROUP_PATTERN,
+                   "resource group names (1-90 letters, digits, _ ( ) - . ; not ending with a period)")
+        check_list("locations", LOCATION_PATTERN, "Azure location names such as westeurope")
+        tags = self.get_option("tags") or {}
+        for key, value in tags.items():
+            if not isinstance(key, str) or not key or not (value is None or isinstance(value, (str, int, float))):
+                raise AnsibleParserError("%s: tags must map tag names to a value (a string) or null (any value), "
+                                         "got %r: %r" % (path, key, value))
+        if tags and not self.get_option("list_model"):
+            raise AnsibleParserError("%s: tags filters need list_model=true (only the model list returns tags)"
+                                     % path)
+
+    def _auth_options(self):
+        """The auth options set in the file; the others stay None so that they fall back to their AZURE_*
+        variables as in the modules (the option defaults that ansible-doc shows would hide those)."""
+        return dict((key, self.get_option(key)) for key in AZURE_AUTH_ARGSPEC if key in self._config)
+
+    # ---- reading Azure ---------------------------------------------------------------------------------------
+    def _connections(self):
+        """One connection per subscription, sharing one credential (one token for all)."""
+        if not HAS_AZURE:
+            raise AnsibleParserError("%s needs the azure-identity, azure-core and azure-mgmt-compute Python packages"
+                                     % self.NAME)
+        try:
+            connection = connection_from_options(self._auth_options())
+        except AzureAuthError as exc:
+            raise AnsibleParserError("%s: %s" % (self.NAME, exc))
+        # One token before the parallel lists (each would fetch its own), and a clear error when there is none.
+        try:
+            connection.credential.get_token(connection.audience.rstrip("/") + "/.default")
+        except AzureError as exc:
+            raise AnsibleParserError("%s: no usable Azure credentials (auth_source=%s): %s" % (
+                self.NAME, connection.auth_source, exc))
+        connections = []
+        for subscription in self.get_option("subscriptions") or [connection.subscription_id]:
+            if subscription == connection.subscription_id:
+                connections.append(connection)
+                continue
+            # Same credential, endpoints and pacing; only the subscription of the SDK clients differs.
+            other = connection_from_parent(connection, subscription)
+            connections.append(other)
+        return connections
+
+    def _list(self, connection, what, call):
+        try:
+            return [item.as_dict() for item in call()]
+        except AzureError as exc:
+            raise AnsibleParserError("%s: %s" % (self.NAME, describe_azure_error(
+                exc, "listing the %s of subscription" % what, connection.subscription_id)))
+
+    def _read_subscription(self, connection, pool):
+        """Every host record of one subscription: the lists run in parallel, page by page."""
+        compute = connection.compute
+        status = pool.submit(self._list, connection, "VMs (statusOnly)",
+                             lambda: compute.virtual_machines.list_all(status_only="true"))
+        model = pool.submit(self._list, connection, "VMs", compute.virtual_machines.list_all) \
+            if self.get_option("list_model") else None
+        scale_sets = pool.submit(self._list, connection, "scale sets", compute.virtual_machine_scale_sets.list_all) \
+            if self.get_option("include_vmss_instances") else None
+        sub = connection.subscription_id
+        models = dict((_lower(vm.get("id")), vm) for vm in model.result()) if model else {}
+        records = []
+        for vm in status.result():
+            records.append(host_record(vm, models.pop(_lower(vm.get("id")), None) if model else None, sub))
+        # A VM created between the two lists: known from the model only (no run-time status yet).
+        records.extend(host_record(None, vm, sub) for vm in models.values())
+        if scale_sets:
+            uniform = [ss for ss in scale_sets.result() if self._wanted_scale_set(ss)]
+            instance_lists = [(ss, pool.submit(self._list, connection, "instances of scale set %s" % ss.get("name"),
+                                               self._instances_call(compute, ss))) for ss in uniform]
+            for ss, instances in instance_lists:
+                for instance in instances.result():
+                    records.append(host_record(instance, instance, sub, scale_set=ss))
+        return records
+
+    @staticmethod
+    def _instances_call(compute, scale_set):
+        group = parse_resource_id(scale_set.get("id")).get("resourcegroups")
+        return lambda: compute.virtual_machine_scale_set_vms.list(group, scale_set.get("name"), expand="instanceView")
+
+    def _wanted_scale_set(self, scale_set):
+        """Uniform scale sets (Flexible ones' VMs are in the VM lists) that pass the filters."""
+        mode = ((scale_set.get("properties") or {}).get("orchestrationMode") or "Uniform").lower()
+        if mode != "uniform":
+            return False
+        probe = {"azure_resource_group": parse_resource_id(scale_set.get("id")).get("resourcegroups"),
+                 "azure_location": scale_set.get("location"), "azure_tags": public_tags(scale_set.get("tags"))}
+        return self._wanted(probe, scale_set.get("tags"))
+
+    def _wanted(self, record, raw_tags=None):
+        groups = set(_lower(group) for group in self.get_option("resource_groups") or [])
+        if groups and _lower(record["azure_resource_group"]) not in groups:
+            return False
+        locations = set(_lower(location).replace(" ", "") for location in self.get_option("locations") or [])
+        if locations and _lower(record["azure_location"]).replace(" ", "") not in locations:
+            return False
+        tags = record["azure_tags"] or {}
+        for key, value in (self.get_option("tags") or {}).items():
+            if key not in tags or (value not in (None, "") and str(tags[key]) != str(value)):
+                return False
+        return True
+
+    def _fetch(self):
+        connections = self._connections()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            records = []
+            for connection in connections:
+                records.extend(self._read_subscription(connection, pool))
+        return [record for record in records if self._wanted(record)]
+
+    # ---- populating ------------------------------------------------------------------------------------------
+    def _group(self, name, host):
+        group = self.inventory.add_group(to_safe_group_name(
+            (self.get_option("group_prefix") + name).lower(), force=True, silent=True))
+        self.inventory.add_child(group, host)
+
+    def _hostname(self, record, seen):
+        name = record.get("azure_vm_name") or "%s_%s" % (record["azure_vmss_name"], record["azure_vmss_instance_id"])
+        qualified = "%s_%s" % (_lower(record["azure_resource_group"]), name)
+        if self.get_option("hostnames") == "resource_group_name":
+            return qualified
+        if name in seen:
+            display.warning("%s: %s and %s share the host name %s; the second is named %s (or set hostnames: "
+                            "resource_group_name)" % (self.NAME, seen[name], record["azure_id"], name, qualified))
+            return qualified
+        seen[name] = record["azure_id"]
+        return name
+
+    def _populate(self, records):
+        strict = self.get_option("strict")
+        seen = {}
+        for record in sorted(records, key=lambda item: _lower(item["azure_id"])):
+            host = self.inventory.add_host(self._hostname(record, seen))
+            for key, value in record.items():
+                self.inventory.set_variable(host, key, value)
+            self._group("vmss_instances" if record.get("azure_vmss_name") else "vms", host)
+            if record.get("azure_vmss_name"):
+                self._group("vmss_" + record["azure_vmss_name"], host)
+            if record["azure_failed_extensions"]:
+                self._group("ext_failed", host)
+            for name, ext in record["azure_extensions"].items():
+                self._group("ext_" + name, host)
+                self._group("ext_%s_%s" % (name, ext["state"]), host)
+                if ext["state"] == "transitioning":
+                    self._group("ext_transitioning", host)
+            if not record["azure_vm_agent"]["ready"]:
+                self._group("agent_not_ready", host)
+            self._group("power_" + record["azure_power_state"], host)
+            if record["azure_location"]:
+                self._group("location_" + record["azure_location"].replace(" ", ""), host)
+            variables = self.inventory.get_host(host).get_vars()
+            self._set_composite_vars(self.get_option("compose"), variables, host, strict=strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), variables, host, strict=strict)
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host, strict=strict)
+
+    def parse(self, inventory, loader, path, cache=True):
+        super(InventoryModule, self).parse(inventory, loader, path, cache)
+        self._config = config = self._read_config_data(path)
+        self._validate(config, path)
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option("cache") and cache
+        update_cache = self.get_option("cache") and not cache
+        records = None
+        if use_cache:
+            try:
+                records = self._cache[cache_key]
+            except KeyError:
+                update_cache = True
+        if records is None:
+            records = self._fetch()
+        if update_cache:
+            self._cache[cache_key] = records
+        self._populate(records)
+
+
+def connection_from_parent(connection, subscription_id):
+    """A shallow copy of a connection for another subscription: same credential, endpoints and pacing."""
+    other = copy.copy(connection)
+    other.subscription_id = subscription_id
+    other._clients = {}
+    return other
