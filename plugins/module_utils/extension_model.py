@@ -202,8 +202,9 @@ def resolve_type_handler_version(params, connection, location, target_id):
     """The version to send: the option as given, or for 'latest' the newest in the region's image catalogue."""
     if params["type_handler_version"] != "latest":
         return params["type_handler_version"]
-    with arm_errors("listing versions of extension image %s.%s in %s for" % (params["publisher"], params["type"],
-                                                                            location), target_id):
+    operation = "listing versions of extension image %s.%s in %s for" % (params["publisher"], params["type"],
+                                                                          location)
+    with arm_errors(operation, target_id):
         images = connection.compute.virtual_machine_extension_images.list_versions(
             location, params["publisher"], params["type"])
     version = latest_version([image.name for image in images])

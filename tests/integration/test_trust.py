@@ -137,8 +137,8 @@ def test_vmss_info_entry_round_trips_unchanged(run_playbook, emulator):
     run_playbook(playbook(vmss_task(settings={"x": "0042"})), expect_rc=0)
     before = len(emulator.requests())
     run = run_playbook(playbook(
-        {"name": "info", "azure_vm.extensions.vmss_extension_info": {"resource_group": RG,
-                                                                    "vmss_name": "vmss-manual"}, "register": "info"},
+        {"name": "info", "register": "info",
+         "azure_vm.extensions.vmss_extension_info": {"resource_group": RG, "vmss_name": "vmss-manual"}},
         {"name": "again", "azure_vm.extensions.vmss_extension": {},
          "args": "{{ info.extensions[0] | combine({'resource_group': '%s', 'vmss_name': 'vmss-manual'}) }}" % RG}),
         expect_rc=0)
