@@ -221,7 +221,7 @@ def test_rerun_after_a_killed_play_waits_for_a_handler_still_at_work(run_playboo
     emulator.faults([{"extension": {"vm": "vm-ok", "name": "customScript", "outcome": "timeout"}}])
     task = vm_task(settings={"commandToExecute": "./long.sh"})
     kill_when(start_playbook(ansible_env, emulator, tmp_path, playbook(task)), emulator,
-              lambda log: extension_puts(log))
+              extension_puts)
     before = len(emulator.requests())
     rerun = run_playbook(playbook(dict(task, **{"azure_vm.extensions.vm_extension": dict(
         task["azure_vm.extensions.vm_extension"], timeout=4)})))
@@ -237,7 +237,7 @@ def test_rerun_after_a_killed_play_reports_the_handler_failure(run_playbook, emu
                                     "message": "late failure: exit 7"}}])
     task = vm_task(settings={"commandToExecute": "./late.sh"})
     kill_when(start_playbook(ansible_env, emulator, tmp_path, playbook(task)), emulator,
-              lambda log: extension_puts(log))
+              extension_puts)
     before = len(emulator.requests())
     rerun = run_playbook(playbook(task))
     result = rerun.task("apply")
