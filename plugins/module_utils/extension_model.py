@@ -203,8 +203,8 @@ def resolve_type_handler_version(params, connection, location, target_id):
     """The version to send: the option as given, or for 'latest' the newest in the region's image catalogue."""
     if params["type_handler_version"] != "latest":
         return params["type_handler_version"]
-    operation = "listing versions of extension image %s.%s in %s for" % (params["publisher"], params["type"],
-                                                                          location)
+    image = "%s.%s" % (params["publisher"], params["type"])
+    operation = "listing versions of extension image %s in %s for" % (image, location)
     with arm_errors(operation, target_id):
         images = connection.compute.virtual_machine_extension_images.list_versions(
             location, params["publisher"], params["type"])
