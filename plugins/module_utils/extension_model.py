@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import uuid
@@ -202,8 +203,9 @@ def resolve_type_handler_version(params, connection, location, target_id):
     """The version to send: the option as given, or for 'latest' the newest in the region's image catalogue."""
     if params["type_handler_version"] != "latest":
         return params["type_handler_version"]
-    with arm_errors("listing versions of extension image %s.%s in %s for" % (params["publisher"], params["type"],
-                                                                            location), target_id):
+    image = "%s.%s" % (params["publisher"], params["type"])
+    operation = "listing versions of extension image %s in %s for" % (image, location)
+    with arm_errors(operation, target_id):
         images = connection.compute.virtual_machine_extension_images.list_versions(
             location, params["publisher"], params["type"])
     version = latest_version([image.name for image in images])
@@ -260,7 +262,7 @@ def _legacy_ambiguous(value):
     if isinstance(value, int):
         return abs(value) > 2 ** 53
     if isinstance(value, float):
-        return value != value  # NaN
+        return math.isnan(value)
     if isinstance(value, str):
         return _legacy_normalize(value) is not value
     return False
