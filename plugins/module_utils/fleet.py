@@ -262,10 +262,9 @@ class Fleet(object):
         except WaitTimeout:
             for target in state["waiting"]:
                 name, dummy, changed = target.submitted
-                target.fail(AzureOperationError("timed out after %ds (the task's timeout) waiting for extension %s "
-                                                "on VM %s; last status: %s" % (self.timeout, name, target.vm_name,
-                                                                                self.describe(target)),
-                                                changed=changed))
+                text = "timed out after %ds (the task's timeout) waiting for extension %s on VM %s; last status: %s" % (
+                    self.timeout, name, target.vm_name, self.describe(target))
+                target.fail(AzureOperationError(text, changed=changed))
 
     def pace(self, pending):
         """Seconds between polling rounds: the polling interval, stretched when ARM's read budget runs low."""
