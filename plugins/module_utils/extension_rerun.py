@@ -503,6 +503,8 @@ class ExtensionRerun(object):
                                           backup["path"], where.get("extension"), where.get("kind"), where.get("name"),
                                           where.get("resource_group"), ", ".join(wrong)))
         self.backup = backup
+        if explicit:
+            self.method = "restore"
         definition = backup["definition"]
         supplied = self.params.get("protected_settings")
         if backup["protected_settings"]["needed_for_restore"] and supplied is None \
