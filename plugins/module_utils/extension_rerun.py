@@ -487,8 +487,8 @@ class ExtensionRerun(object):
                 found[0]["path"], found[0].get("created"),
                 restore_task(self.kind, self.group, self.target, self.name, found[0]["path"], needs))
         else:
-            text += " To install it, use azure_vm.extensions.%s." % ("vmss_extension" if self.kind == "vmss"
-                                                                    else "vm_extension")
+            module = "vmss_extension" if self.kind == "vmss" else "vm_extension"
+            text += " To install it, use azure_vm.extensions.%s." % module
         raise AzureOperationError(text, error_code="NotFound", rerun=self.outcome("not_found"))
 
     def restore(self, backup, explicit):
