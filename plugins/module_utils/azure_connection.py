@@ -414,7 +414,7 @@ def azure_error(exc, operation, resource_id=None, msg=None, **result):
                                correlation_id=headers.get("x-ms-correlation-request-id"), **result)
 
 
-class arm_errors(object):  # pylint: disable=invalid-name - used as a statement: with arm_errors(...):
+class arm_errors(object):  # pylint: disable=invalid-name
     """Context manager: an HttpResponseError inside becomes AzureOperationError via azure_error().
 
         with arm_errors("reading", vm_id):

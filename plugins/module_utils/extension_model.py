@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import uuid
@@ -261,7 +262,7 @@ def _legacy_ambiguous(value):
     if isinstance(value, int):
         return abs(value) > 2 ** 53
     if isinstance(value, float):
-        return value != value  # NaN
+        return math.isnan(value)
     if isinstance(value, str):
         return _legacy_normalize(value) is not value
     return False

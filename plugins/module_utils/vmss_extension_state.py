@@ -101,7 +101,9 @@ class SdkBackend(RolloutBackend):
     def instances(self):
         return self.run.read_instances()
 
-    def manual_upgrade(self, ids, deadline):
+    def manual_upgrade(self, ids, timeout):
+        """timeout: the task's waiter.Deadline."""
+        deadline = timeout
         run = self.run
         operation = "manual upgrade of instances %s of" % ", ".join(ids)
         poller = run.submit(lambda: run.compute.virtual_machine_scale_sets.begin_update_instances(

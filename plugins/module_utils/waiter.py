@@ -58,7 +58,7 @@ class WaitFailed(AzureOperationError):
 def _text(describe, value):
     try:
         return describe(value) if describe else repr(value)
-    except Exception:  # pylint: disable=broad-except - a message helper must never hide the real outcome
+    except Exception:  # pylint: disable=broad-except
         return "unknown"
 
 
