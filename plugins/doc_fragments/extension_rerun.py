@@ -110,7 +110,7 @@ options:
     description:
       - Path of a backup file written by a rerun. With O(state=present), the extension gets the definition saved
         in it (add O(protected_settings) when the backup says it had some; they are never saved), as an ordinary
-        task would: a second run reports no change.
+        task would, so a second run reports no change.
       - The backup must be of this task's extension (resource group, VM or scale set, name). Excludes O(rerun),
         O(rerun_overrides) and the definition options O(publisher), O(type), O(type_handler_version) and
         O(settings).

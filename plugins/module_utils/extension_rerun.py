@@ -487,8 +487,8 @@ class ExtensionRerun(object):
                 found[0]["path"], found[0].get("created"),
                 restore_task(self.kind, self.group, self.target, self.name, found[0]["path"], needs))
         else:
-            text += " To install it, use azure_vm.extensions.%s." % ("vmss_extension" if self.kind == "vmss"
-                                                                    else "vm_extension")
+            module = "vmss_extension" if self.kind == "vmss" else "vm_extension"
+            text += " To install it, use azure_vm.extensions.%s." % module
         raise AzureOperationError(text, error_code="NotFound", rerun=self.outcome("not_found"))
 
     def restore(self, backup, explicit):
@@ -503,6 +503,8 @@ class ExtensionRerun(object):
                                           backup["path"], where.get("extension"), where.get("kind"), where.get("name"),
                                           where.get("resource_group"), ", ".join(wrong)))
         self.backup = backup
+        if explicit:
+            self.method = "restore"
         definition = backup["definition"]
         supplied = self.params.get("protected_settings")
         if backup["protected_settings"]["needed_for_restore"] and supplied is None \

@@ -272,8 +272,8 @@ def test_scale_set_delete_and_reapply_each_roll_out(run_playbook, emulator, tmp_
     assert SECRET not in backups(tmp_path)[0].read_text()
 
 
-def test_playbook_over_an_inventory_reports_one_line_per_host_in_at_most_five_tasks(run_playbook, emulator,
-                                                                                   tmp_path):
+def test_playbook_over_an_inventory_reports_one_line_per_host_in_at_most_five_tasks(
+        run_playbook, emulator, tmp_path):
     """Defect 5: 24-28 tasks per host. The role is now a thin loop: count the tasks each host runs."""
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(json.dumps({"all": {
@@ -441,8 +441,8 @@ def test_reapply_refused_by_azure_then_the_advice_in_the_message_restores_it(run
     assert len(emulator.writes()) == writes
 
 
-def test_run_killed_between_delete_and_put_is_restored_by_the_next_run(run_playbook, emulator, tmp_path,
-                                                                        ansible_env):
+def test_run_killed_between_delete_and_put_is_restored_by_the_next_run(
+        run_playbook, emulator, tmp_path, ansible_env):
     """Kill ansible-playbook while the delete is in progress (before any PUT): the extension is lost, the backup
     says so. The next run of the same rerun restores it from the backup, and the documented restore task then
     reports no change."""
