@@ -147,7 +147,7 @@ def write_markdown(path, text):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--vms", type=int, default=2000)
     parser.add_argument("--page-size", type=int, action="append", dest="page_sizes")
     parser.add_argument("--markdown", help="write the results under '%s' in this file" % HEADING)

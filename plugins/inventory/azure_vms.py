@@ -35,7 +35,7 @@ description:
     (C(azure_vm.extensions.protected_settings*)) are dropped from C(azure_tags) (each extension's
     C(protected_settings_fingerprint) says whether it had one).
 author:
-  - azure_vm.extensions maintainers
+  - azure_vm.extensions maintainers (@azure-vm)
 extends_documentation_fragment:
   - azure_vm.extensions.azure
   - ansible.builtin.constructed

@@ -103,7 +103,7 @@ def test_list_and_graph_show_hosts_hostvars_and_groups(inventory, emulator, tmp_
     assert group_hosts(data, "azure_power_running") == SEED_VMS
     assert group_hosts(data, "azure_location_westeurope") == SEED_VMS
     failed = hostvars["vm-failed-ext"]
-    message = ("[ProvisioningState/failed/1] Enable failed: failed to execute command: command terminated with exit "
+    message = ("[ProvisioningState/failed/0] Enable failed: failed to execute command: command terminated with exit "
                "status=127\n[stdout]\n\n[stderr]\n/bin/sh: 1: ech: not found")
     assert failed["azure_extensions"] == {"installApp": {
         "name": "installApp", "publisher": "Microsoft.Azure.Extensions", "type": "CustomScript",
