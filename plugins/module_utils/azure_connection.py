@@ -365,6 +365,20 @@ def error_code(exc):
     return getattr(getattr(exc, "error", None), "code", None)
 
 
+def as_rest(model):
+    """An SDK model as ARM's REST JSON (camelCase, nested ``properties``), whichever generator built the SDK.
+
+    TypeSpec-generated SDKs (azure-mgmt-compute >= 38, azure-mgmt-resource >= 25) are mappings of the wire JSON;
+    older AutoRest/msrest SDKs (the lower end of requirements.txt, and what azure.azcollection pins) flatten
+    ``properties`` into snake_case attributes, so they are serialized back to the wire form.
+    """
+    if model is None or isinstance(model, dict):
+        return model
+    if hasattr(model, "keys"):
+        return model.as_dict()
+    return model.serialize(keep_readonly=True)
+
+
 class AzureModule(object):
     """An AnsibleModule with the auth options, a lazily built AzureConnection and Azure-aware failures."""
 

@@ -17,6 +17,7 @@ import re
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     HttpResponseError,
+    as_rest,
     error_code,
     poll_until,
 )
@@ -94,8 +95,17 @@ def feature_result(feature):
         id=feature_id_value,
         namespace=namespace,
         name=name,
-        state=getattr(properties, "state", None),
+        state=canonical_state(getattr(properties, "state", None)),
     )
+
+
+# ARM returns some features' states in lower case ('registered'); one spelling, so `state=='Registered'` finds all.
+CANONICAL_STATES = dict((state.lower(), state) for state in (
+    "Registered", "Registering", "NotRegistered", "Unregistered", "Unregistering", "Pending"))
+
+
+def canonical_state(state):
+    return CANONICAL_STATES.get(norm(state), state)
 
 
 def read_feature(azure, namespace, name, missing_ok=False):
@@ -122,6 +132,7 @@ def provider_id(subscription_id, namespace):
 
 
 def provider_result(provider):
+    provider = as_rest(provider)
     return dict(
         id=provider.get("id"),
         namespace=provider.get("namespace"),

@@ -15,6 +15,7 @@ import time
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     HttpResponseError,
+    as_rest,
     error_code,
     resource_id,
     submit_with_retry,
@@ -49,7 +50,7 @@ VM_EXTENSION_OPTIONS = dict(
 def read_vm(azure, resource_group, vm_name):
     """The VM with $expand=instanceView: its agent, and every extension with its instance view, in one read."""
     try:
-        return azure.connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView").as_dict()
+        return as_rest(azure.connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView"))
     except HttpResponseError as exc:
         if exc.status_code == 404:
             azure.fail("virtual machine %r not found in resource group %r (%s)" % (
@@ -92,8 +93,8 @@ class VmExtension(object):
 
     def read_extension(self):
         try:
-            return self.compute.virtual_machine_extensions.get(self.group, self.vm_name, self.name,
-                                                               expand="instanceView").as_dict()
+            return as_rest(self.compute.virtual_machine_extensions.get(self.group, self.vm_name, self.name,
+                                                               expand="instanceView"))
         except HttpResponseError as exc:
             if exc.status_code == 404:
                 return None
@@ -211,7 +212,7 @@ class VmExtension(object):
         poller = self.submit(lambda: self.compute.virtual_machine_extensions.begin_create_or_update(
             self.group, self.vm_name, self.name, body, polling=params["wait"]))
         if not params["wait"]:
-            return dict(changed=True, changes=changes, extension=extension_result(poller.result().as_dict()),
+            return dict(changed=True, changes=changes, extension=extension_result(as_rest(poller.result())),
                         diff=diff)
         current, view = self.wait_for_handler(poller)
         return dict(changed=True, changes=changes, extension=extension_result(current), instance_view=view,

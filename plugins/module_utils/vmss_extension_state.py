@@ -13,6 +13,7 @@ import time
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     HttpResponseError,
+    as_rest,
     describe_azure_error,
     resource_id,
     submit_with_retry,
@@ -99,7 +100,7 @@ class VmssExtension(object):
     # ---- reads -------------------------------------------------------------------------------------------------
     def read_vmss(self):
         try:
-            return self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name).as_dict()
+            return as_rest(self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name))
         except HttpResponseError as exc:
             if exc.status_code == 404:
                 self.azure.fail("virtual machine scale set %r not found in resource group %r (%s)" % (
@@ -108,8 +109,8 @@ class VmssExtension(object):
 
     def read_extension(self):
         try:
-            return self.compute.virtual_machine_scale_set_extensions.get(self.group, self.vmss_name,
-                                                                         self.name).as_dict()
+            return as_rest(self.compute.virtual_machine_scale_set_extensions.get(self.group, self.vmss_name,
+                                                                                 self.name))
         except HttpResponseError as exc:
             if exc.status_code == 404:
                 return None
@@ -117,7 +118,7 @@ class VmssExtension(object):
 
     def read_instances(self):
         try:
-            return [vm.as_dict() for vm in self.compute.virtual_machine_scale_set_vms.list(
+            return [as_rest(vm) for vm in self.compute.virtual_machine_scale_set_vms.list(
                 self.group, self.vmss_name, expand="instanceView")]
         except HttpResponseError as exc:
             self.azure.fail_azure(exc, "reading the instances of", self.vmss_id)
@@ -358,7 +359,7 @@ class VmssExtension(object):
         self.wrote = True
         self.update_fingerprint(vmss)
         if not params["wait"]:
-            result = dict(changed=True, changes=changes, extension=ext_result(poller.result().as_dict()),
+            result = dict(changed=True, changes=changes, extension=ext_result(as_rest(poller.result())),
                           diff=diff)
             return self.no_wait(mode, instances, targets, result)
         ids = sort_ids(vm.get("instanceId") for vm in instances)

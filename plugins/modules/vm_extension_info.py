@@ -170,6 +170,7 @@ query_result:
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureModule,
     HttpResponseError,
+    as_rest,
     poll_until,
     resource_id,
 )
@@ -187,7 +188,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.query import a
 def read_vm(azure, resource_group, vm_name):
     """One read answers for the VM agent and every extension with its instance view."""
     try:
-        return azure.connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView").as_dict()
+        return as_rest(azure.connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView"))
     except HttpResponseError as exc:
         azure.fail_azure(exc, "reading", resource_id(azure.connection.subscription_id, resource_group,
                                                      "virtualMachines", vm_name))

@@ -166,6 +166,7 @@ query_result:
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureModule,
     HttpResponseError,
+    as_rest,
     resource_id,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import extension_result
@@ -188,7 +189,7 @@ def main():
     compute = azure.connection.compute
     target = resource_id(azure.connection.subscription_id, group, "virtualMachineScaleSets", vmss_name)
     try:
-        vmss = compute.virtual_machine_scale_sets.get(group, vmss_name).as_dict()
+        vmss = as_rest(compute.virtual_machine_scale_sets.get(group, vmss_name))
         if name:
             try:
                 found = [compute.virtual_machine_scale_set_extensions.get(group, vmss_name, name)]
@@ -199,7 +200,7 @@ def main():
         else:
             found = list(compute.virtual_machine_scale_set_extensions.list(group, vmss_name))
         listed = compute.virtual_machine_scale_set_vms.list(group, vmss_name, expand="instanceView")
-        instances = [vm.as_dict() for vm in listed]
+        instances = [as_rest(vm) for vm in listed]
     except HttpResponseError as exc:
         if exc.status_code == 404:
             azure.fail("virtual machine scale set %r not found in resource group %r" % (vmss_name, group),
@@ -207,7 +208,7 @@ def main():
         azure.fail_azure(exc, "reading extensions of", target)
     extensions = []
     for ext in found:
-        item = extension_result(ext.as_dict())
+        item = extension_result(as_rest(ext))
         for key in ("location", "tags"):  # scale-set extensions have neither
             item.pop(key, None)
         item["instances"] = summarize(instance_statuses(instances, item["name"]))
