@@ -12,7 +12,7 @@ AZCOLLECTION := .build/azcollection
 SEED ?=
 PORT ?= 8443
 
-.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build \
+.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context \
 	ci-extra test-lowest sanity-lowest test-azcollection changelog bench clean
 
 venv: $(STAMP)
@@ -53,9 +53,13 @@ integration: venv
 
 test: venv system-deps sanity lint integration pytest
 
-# The collection tarball as Galaxy would get it (tests/unit/test_build.py checks its contents).
+# The collection tarball as Galaxy would get it (tests/integration/test_ecosystem.py checks its contents).
 collection-build: venv
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path .build/dist .
+
+# The execution environment's build context (.build/ee/context) with this checkout's collection: docs/awx.md.
+ee-context: venv
+	$(PY) tests/ee/create_context.py --context .build/ee/context
 
 # --- CI beyond `make test`: the other end of every supported range -------------------------------------------
 ci-extra: test-lowest sanity-lowest test-azcollection
@@ -89,9 +93,15 @@ $(AZCOLLECTION)/.installed: requirements.txt
 test-azcollection: venv $(AZCOLLECTION)/.installed
 	$(PY) tests/smoke/run_smoke.py --venv $(AZCOLLECTION)/venv --azcollection $(AZCOLLECTION)/collections
 
-# CHANGELOG.rst from changelogs/fragments (antsibull-changelog).
+# CHANGELOG.rst from changelogs/fragments (antsibull-changelog). Fragments are kept (keep_fragments: true); running
+# it again for the same version adds the fragments merged since.
 changelog: venv
-	$(VENV)/bin/antsibull-changelog generate
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); import harness; harness.collections_path()'
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections \
+		$(VENV)/bin/antsibull-changelog lint
+	cd .build/collections/ansible_collections/azure_vm/extensions && \
+		PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections \
+		$(CURDIR)/$(VENV)/bin/antsibull-changelog release --version $$(sed -n 's/^version: *//p' $(CURDIR)/galaxy.yml)
 
 # Fleet benchmark against azure.azcollection (about 10 minutes; not part of `make test`): docs/benchmarks.md.
 bench: venv
