@@ -94,7 +94,7 @@ class VmExtension(object):
     def read_extension(self):
         try:
             return as_rest(self.compute.virtual_machine_extensions.get(self.group, self.vm_name, self.name,
-                                                               expand="instanceView"))
+                                                                       expand="instanceView"))
         except HttpResponseError as exc:
             if exc.status_code == 404:
                 return None
