@@ -62,7 +62,7 @@ ee-context: venv
 	$(PY) tests/ee/create_context.py --context .build/ee/context
 
 # --- CI beyond `make test`: the other end of every supported range -------------------------------------------
-ci-extra: test-lowest sanity-lowest test-azcollection
+ci-extra: test-lowest sanity-lowest test-azcollection units
 
 $(LOWEST)/.installed: requirements.txt
 	python3 -m venv $(LOWEST)
