@@ -129,9 +129,10 @@ def test_ansible_builder_context_includes_the_collection(tmp_path):
     # What the image build does next, run here: install the context's galaxy requirements, then ansible-builder's
     # own introspection, which must find this collection's Python requirements and system packages.
     installed = tmp_path / "installed"
+    # An image has no other copy of the collection: only the install directory is on the collections path.
+    env = dict(base_ansible_env(), ANSIBLE_COLLECTIONS_PATH=str(installed))
     proc = subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "-r", "requirements.yml", "-p",
-                           str(installed)], cwd=str(build), env=base_ansible_env(), capture_output=True, text=True,
-                          check=False)
+                           str(installed)], cwd=str(build), env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (installed / "ansible_collections" / "azure_vm" / "extensions" / "plugins" / "modules").is_dir()
     proc = subprocess.run([sys.executable, str(build / "scripts" / "introspect.py"), "introspect", str(installed)],
