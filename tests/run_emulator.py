@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--seed", help="seed file (default: tests/emulator/default-seed.yml)")
     args = parser.parse_args(argv)
-    emu = Emulator.start(args.state_dir, seed=args.seed, port=args.port)
+    emu = Emulator.start(args.state_dir, seed=args.seed, port=args.port, timeout=120)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:
