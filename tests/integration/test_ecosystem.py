@@ -72,8 +72,8 @@ def test_make_emulator_exports_let_a_playbook_run(tmp_path):
                 "REQUESTS_CA_BUNDLE", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_PYTHON_INTERPRETER"} <= set(names)
         playbook = tmp_path / "mine.yml"
         playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
-            {"name": "read", "azure_vm.extensions.vm_extension_info": {"resource_group": "rg-demo",
-                                                                      "vm_name": "vm-web-01"}, "register": "r"},
+            {"name": "read", "register": "r",
+             "azure_vm.extensions.vm_extension_info": {"resource_group": "rg-demo", "vm_name": "vm-web-01"}},
             {"name": "show", "ansible.builtin.debug": {"msg": "{{ r.extensions | map(attribute='name') | list }}"}},
         ]}]))
         # A plain shell: only PATH and HOME, then the printed lines, as a user would paste them.
