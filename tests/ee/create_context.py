@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--context", default=str(ROOT / ".build" / "ee" / "context"))
     args = parser.parse_args(argv)
     out = ROOT / ".build" / "ee"

@@ -77,7 +77,7 @@ def start_proxy(emu, work):
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "emulator" / "public_cloud_proxy.py"),
                              "--emulator-port", str(port), "--ready-file", str(ready)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 20
+    deadline = time.time() + 120  # generous: CI machines can be loaded
     while not ready.exists():
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError("public_cloud_proxy.py did not start")
@@ -86,7 +86,7 @@ def start_proxy(emu, work):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--venv", required=True, help="virtualenv with ansible-core and requirements.txt")
     parser.add_argument("--azcollection", help="collections path holding azure.azcollection (run it too)")
     args = parser.parse_args(argv)
