@@ -94,7 +94,7 @@ def main(argv=None):
     python = venv / "bin" / "python"
     print("smoke in %s: %s" % (venv, " ".join(versions(python))), flush=True)
     with tempfile.TemporaryDirectory(prefix="azure-vm-smoke-") as work:
-        emu = Emulator.start(os.path.join(work, "emulator"), public_cloud=bool(args.azcollection))
+        emu = Emulator.start(os.path.join(work, "emulator"), public_cloud=bool(args.azcollection), timeout=120)
         proxy = None
         try:
             env = base_ansible_env()

@@ -54,7 +54,7 @@ def serve(root, state_dir, owner):
     sys.path.insert(0, os.path.join(root, "tests", "emulator"))
     from emulator_control import Emulator
 
-    emu = Emulator.start(state_dir)
+    emu = Emulator.start(state_dir, timeout=120)
     try:
         while alive(owner) and emu.process.poll() is None:
             time.sleep(1)
@@ -86,10 +86,10 @@ def main(root):
             finally:
                 os._exit(0)
         os._exit(0)
-    deadline = time.time() + 60
+    deadline = time.time() + 150
     while not os.path.exists(endpoint):
         if time.time() > deadline:
-            sys.stderr.write("the emulator did not start within 60 s (state in %s)\n" % state_dir)
+            sys.stderr.write("the emulator did not start within 150 s (state in %s)\n" % state_dir)
             return 1
         time.sleep(0.1)
     time.sleep(0.1)  # endpoint.json is written once complete; let the writer close it
