@@ -2,12 +2,11 @@
 Azure credential injects. (The execution environment's build context: test_ecosystem.py.)"""
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, VENV_BIN, base_ansible_env
+from harness import REPO_ROOT, base_ansible_env
 
 FLEET_SEED = REPO_ROOT / "tests" / "emulator" / "fleet-seed.yml"
 

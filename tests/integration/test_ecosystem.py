@@ -5,9 +5,7 @@ import os
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
-import pytest
 import yaml
 
 from harness import REPO_ROOT, VENV_BIN, base_ansible_env
