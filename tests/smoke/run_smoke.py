@@ -80,6 +80,7 @@ def start_proxy(emu, work):
     deadline = time.time() + 120  # generous: CI machines can be loaded
     while not ready.exists():
         if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
             raise RuntimeError("public_cloud_proxy.py did not start")
         time.sleep(0.05)
     return proc, json.loads(ready.read_text())["port"]
