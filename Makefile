@@ -1,9 +1,19 @@
 # Two commands from a fresh clone: `make demo` and `make test`. Everything they need is installed from here.
+# CI (`bash .ci/run`) runs `make test`, then `make ci-extra` (other ansible-core and SDK versions, azure.azcollection).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The lowest versions requirements.txt allows (every `pkg>=X` as `pkg==X`, ansible-core included), in their own venv.
+LOWEST := .build/lowest
+# azure.azcollection as released in the ansible package, and one venv with both collections' requirements.
+AZCOLLECTION_ANSIBLE := 14.5.0
+AZCOLLECTION := .build/azcollection
+# `make emulator` options: a seed file (tests/emulator/seed.example.yml documents the format) and the port.
+SEED ?=
+PORT ?= 8443
 
-.PHONY: venv system-deps demo test sanity lint pytest bench bench-inventory witness clean
+.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context \
+	ci-extra test-lowest sanity-lowest test-azcollection changelog bench bench-inventory witness clean
 
 venv: $(STAMP)
 
@@ -20,17 +30,78 @@ system-deps:
 demo: venv
 	$(PY) tests/demo.py
 
+# The Azure emulator for your own playbooks, in the foreground (Ctrl-C stops it): prints the variables to export.
+emulator: venv
+	$(PY) tests/run_emulator.py --state-dir .build/emulator --port $(PORT) $(if $(SEED),--seed $(SEED))
+
 sanity: venv
 	bash tests/sanity.sh
 
 lint: venv
-	cd .build/collections/ansible_collections/azure_vm/extensions 2>/dev/null || $(PY) -c 'import sys; sys.path.insert(0, "tests"); import conftest; conftest.collections_path()'
+	cd .build/collections/ansible_collections/azure_vm/extensions 2>/dev/null || $(PY) -c 'import sys; sys.path.insert(0, "tests"); import harness; harness.collections_path()'
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections $(VENV)/bin/ansible-lint --offline roles playbooks
 
 pytest: venv system-deps
 	$(PY) -m pytest -n $${PYTEST_WORKERS:-auto} --dist loadgroup tests
 
-test: venv system-deps sanity lint pytest
+# ansible-test units and integration (tests/integration/targets, against the emulator) as contributors run them.
+units: venv
+	bash tests/ansible-test.sh units
+
+integration: venv
+	bash tests/ansible-test.sh integration
+
+test: venv system-deps sanity lint integration pytest
+
+# The collection tarball as Galaxy would get it (tests/integration/test_ecosystem.py checks its contents).
+collection-build: venv
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path .build/dist .
+
+# The execution environment's build context (.build/ee/context) with this checkout's collection: docs/awx.md.
+ee-context: venv
+	$(PY) tests/ee/create_context.py --context .build/ee/context
+
+# --- CI beyond `make test`: the other end of every supported range -------------------------------------------
+ci-extra: test-lowest sanity-lowest test-azcollection units
+
+$(LOWEST)/.installed: requirements.txt
+	python3 -m venv $(LOWEST)
+	sed -n 's/^\([A-Za-z0-9_.-]*\)>=\([0-9.]*\).*/\1==\2/p' requirements.txt > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c $(LOWEST)/constraints.txt
+	touch $@
+
+# Smoke playbook (every Azure module, twice) with the lowest ansible-core and SDKs requirements.txt allows.
+test-lowest: venv $(LOWEST)/.installed
+	$(PY) tests/smoke/run_smoke.py --venv $(LOWEST)
+
+# ansible-test sanity with the lowest supported ansible-core.
+sanity-lowest: venv
+	SANITY_ANSIBLE_CORE=$$(grep -o '^ansible-core>=[0-9.]*' requirements.txt | sed 's/>=/==/') \
+	SANITY_VENV=$(CURDIR)/.build/sanity-lowest bash tests/sanity.sh
+
+$(AZCOLLECTION)/.installed: requirements.txt
+	rm -rf $(AZCOLLECTION) && mkdir -p $(AZCOLLECTION)/dl
+	$(PY) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+		ansible==$(AZCOLLECTION_ANSIBLE) -d $(AZCOLLECTION)/dl
+	$(PY) tests/smoke/extract_azcollection.py $(AZCOLLECTION)/dl $(AZCOLLECTION)/collections
+	python3 -m venv $(AZCOLLECTION)/venv
+	$(AZCOLLECTION)/venv/bin/pip install -q --disable-pip-version-check -r requirements.txt \
+		-r $(AZCOLLECTION)/collections/ansible_collections/azure/azcollection/requirements.txt
+	touch $@
+
+# This collection and azure.azcollection in one venv (pip must resolve both requirements files), a module of each.
+test-azcollection: venv $(AZCOLLECTION)/.installed
+	$(PY) tests/smoke/run_smoke.py --venv $(AZCOLLECTION)/venv --azcollection $(AZCOLLECTION)/collections
+
+# CHANGELOG.rst from changelogs/fragments (antsibull-changelog). Fragments are kept (keep_fragments: true); running
+# it again for the same version adds the fragments merged since.
+changelog: venv
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); import harness; harness.collections_path()'
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections \
+		$(VENV)/bin/antsibull-changelog lint
+	cd .build/collections/ansible_collections/azure_vm/extensions && \
+		PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections \
+		$(CURDIR)/$(VENV)/bin/antsibull-changelog release --version $$(sed -n 's/^version: *//p' $(CURDIR)/galaxy.yml)
 
 # Fleet benchmark against azure.azcollection (about 10 minutes; not part of `make test`): docs/benchmarks.md.
 bench: venv

@@ -4,9 +4,11 @@
 # docker is needed and the project venv's versions (ansible-lint, yamllint) are not disturbed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-sanity_venv=$root/.build/sanity-venv
-ansible_core=$(grep -E '^ansible-core==' "$root/tests/requirements.txt")
-if [ ! -x "$sanity_venv/bin/ansible-test" ] || ! "$sanity_venv/bin/pip" show -q ansible-core >/dev/null 2>&1; then
+# SANITY_ANSIBLE_CORE / SANITY_VENV: another ansible-core (make sanity-lowest runs the lowest supported one).
+ansible_core=${SANITY_ANSIBLE_CORE:-$(grep -E '^ansible-core==' "$root/tests/requirements.txt")}
+sanity_venv=${SANITY_VENV:-$root/.build/sanity-venv}
+if [ ! -x "$sanity_venv/bin/ansible-test" ] || ! "$sanity_venv/bin/pip" show -q ansible-core >/dev/null 2>&1 \
+   || [ "ansible-core==$("$sanity_venv/bin/python" -c 'from ansible.release import __version__; print(__version__)')" != "$ansible_core" ]; then
   python3 -m venv "$sanity_venv"
   "$sanity_venv/bin/pip" install -q "$ansible_core"
 fi
@@ -14,7 +16,8 @@ fi
 pip_version=$(sed -n "s/^ *pip='\([0-9.]*\)',\$/\1/p" "$("$sanity_venv/bin/python" -c 'import ansible_test,os;print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py")
 mkdir -p ~/.ansible/test/cache
 cp "$root/tests/sanity/get_pip_offline.py" ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
-dest=$root/.build/sanity/ansible_collections/azure_vm/extensions
+sanity_copy=${SANITY_VENV:+$SANITY_VENV/collection}
+dest=${sanity_copy:-$root/.build/sanity}/ansible_collections/azure_vm/extensions
 rm -rf "$dest"
 mkdir -p "$dest"
 # Only what git tracks or would track: the same files a clean clone has.

@@ -169,6 +169,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     HAS_AZURE,
     AzureAuthError,
     AzureError,
+    as_rest,
     connection_from_options,
     describe_azure_error,
 )
@@ -376,7 +377,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _list(self, connection, what, call):
         try:
-            return [item.as_dict() for item in call()]
+            return [as_rest(item) for item in call()]
         except AzureError as exc:
             raise AnsibleParserError("%s: %s" % (self.NAME, describe_azure_error(
                 exc, "listing the %s of subscription" % what, connection.subscription_id)))

@@ -16,6 +16,7 @@ import configparser
 import importlib
 import json
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -246,8 +247,14 @@ class AzureConnection(object):
         source = self.params.get("auth_source") or "auto"
         options = dict((key, self.params.get(key)) for key in ENV_CREDENTIALS)
         options["subscription_id"] = self.params.get("subscription_id")
+        skipped = []
         if source == "auto":
-            source = self._detect_source(options)
+            source = self._detect_source(options, skipped)
+            if source == "cli" and (options["client_id"] or os.environ.get("AZURE_CLIENT_ID")):
+                # A half-given service principal is a mistake, not a request for the CLI login: say so.
+                raise self._no_credential(skipped, "not tried, because a client_id is set for a service principal")
+            if source == "cli" and not shutil.which("az"):
+                raise self._no_credential(skipped, "the Azure CLI (az) is not on PATH")
         if source == "env":
             options.update((key, os.environ.get(var)) for key, var in ENV_CREDENTIALS.items())
             options["subscription_id"] = options["subscription_id"] or os.environ.get("AZURE_SUBSCRIPTION_ID")
@@ -278,23 +285,47 @@ class AzureConnection(object):
                                                     **self._identity_kwargs())
             return credential, self._subscription(options), source
         if source == "cli":
-            return AzureCliCredential(), self._subscription(options, allow_cli=True), source
+            try:
+                return AzureCliCredential(), self._subscription(options, allow_cli=True), source
+            except AzureAuthError as exc:
+                if skipped:
+                    raise self._no_credential(skipped, str(exc).replace("auth_source=cli: ", ""))
+                raise
         raise AzureAuthError("auth_source must be one of %s, got %r" % (", ".join(AUTH_SOURCES), source))
 
     @staticmethod
-    def _detect_source(options):
-        """auto: explicit options, then AWX/CI env vars, then a credential file, workload identity, MSI, the CLI."""
+    def _detect_source(options, skipped=None):
+        """auto: explicit options, then AWX/CI env vars, then a credential file, workload identity, MSI, the CLI.
+
+        skipped (a list) receives "source: why it did not apply" for every source passed over, for the error text.
+        """
+        skipped = [] if skipped is None else skipped
         if options["client_id"] and (options["secret"] or options["x509_certificate_path"]):
             return "options"
+        skipped.append("options: client_id is set but neither secret nor x509_certificate_path" if options["client_id"]
+                       else "options: no client_id given")
         if os.environ.get("AZURE_CLIENT_ID") and (os.environ.get("AZURE_SECRET") or os.environ.get("AZURE_CERT_PATH")):
             return "env"
-        if os.path.exists(os.path.expanduser(os.environ.get("AZURE_CREDENTIAL_FILE", "~/.azure/credentials"))):
+        skipped.append("env: AZURE_CLIENT_ID is set but neither AZURE_SECRET nor AZURE_CERT_PATH"
+                       if os.environ.get("AZURE_CLIENT_ID") else "env: AZURE_CLIENT_ID is not set")
+        path = os.path.expanduser(os.environ.get("AZURE_CREDENTIAL_FILE", "~/.azure/credentials"))
+        if os.path.exists(path):
             return "credential_file"
+        skipped.append("credential_file: %s does not exist" % path)
         if os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
             return "workload_identity"
+        skipped.append("workload_identity: AZURE_FEDERATED_TOKEN_FILE is not set")
         if os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT"):
             return "msi"
+        skipped.append("msi: neither IDENTITY_ENDPOINT nor MSI_ENDPOINT is set")
         return "cli"
+
+    @staticmethod
+    def _no_credential(skipped, cli_reason):
+        """The auth_source=auto failure: every source tried, in order, and why it did not apply."""
+        return AzureAuthError("no Azure credential found. auth_source=auto tried, in order: %s; cli: %s. Give "
+                              "client_id, secret (or x509_certificate_path) and tenant as options or AZURE_* "
+                              "variables, or set auth_source explicitly." % ("; ".join(skipped), cli_reason))
 
     def _service_principal(self, options, origin):
         missing = [key for key in ("client_id", "tenant") if not options.get(key)]
@@ -473,6 +504,20 @@ def not_found_error(exc, subscription_id, resource_group=None, resource=None, pa
 
 def is_not_found(exc):
     return getattr(exc, "status_code", None) == 404
+
+
+def as_rest(model):
+    """An SDK model as ARM's REST JSON (camelCase, nested ``properties``), whichever generator built the SDK.
+
+    TypeSpec-generated SDKs (azure-mgmt-compute >= 38, azure-mgmt-resource >= 25) are mappings of the wire JSON;
+    older AutoRest/msrest SDKs (the lower end of requirements.txt, and what azure.azcollection pins) flatten
+    ``properties`` into snake_case attributes, so they are serialized back to the wire form.
+    """
+    if model is None or isinstance(model, dict):
+        return model
+    if hasattr(model, "keys"):
+        return model.as_dict()
+    return model.serialize(keep_readonly=True)
 
 
 class AzureModule(object):

@@ -19,6 +19,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     AzureOperationError,
     HttpResponseError,
     arm_errors,
+    as_rest,
     error_code,
     error_message,
     is_not_found,
@@ -98,8 +99,17 @@ def feature_result(feature):
         id=feature_id_value,
         namespace=namespace,
         name=name,
-        state=getattr(properties, "state", None),
+        state=canonical_state(getattr(properties, "state", None)),
     )
+
+
+# ARM returns some features' states in lower case ('registered'); one spelling, so `state=='Registered'` finds all.
+CANONICAL_STATES = dict((state.lower(), state) for state in (
+    "Registered", "Registering", "NotRegistered", "Unregistered", "Unregistering", "Pending"))
+
+
+def canonical_state(state):
+    return CANONICAL_STATES.get(norm(state), state)
 
 
 def read_feature(connection, namespace, name, missing_ok=False):
@@ -126,6 +136,7 @@ def provider_id(subscription_id, namespace):
 
 
 def provider_result(provider):
+    provider = as_rest(provider)
     return dict(
         id=provider.get("id"),
         namespace=provider.get("namespace"),

@@ -16,6 +16,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     AzureOperationError,
     HttpResponseError,
     arm_errors,
+    as_rest,
     is_not_found,
     not_found_error,
     resource_id,
@@ -59,7 +60,7 @@ VM_EXTENSION_OPTIONS = dict(
 def read_vm(connection, resource_group, vm_name):
     """The VM with $expand=instanceView: its agent, and every extension with its instance view, in one read."""
     try:
-        return connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView").as_dict()
+        return as_rest(connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView"))
     except HttpResponseError as exc:
         if is_not_found(exc):
             raise not_found_error(exc, connection.subscription_id, resource_group, resource=("vm", vm_name))
@@ -115,8 +116,8 @@ class VmExtension(object):
 
     def read_extension(self):
         try:
-            return self.compute.virtual_machine_extensions.get(self.group, self.vm_name, self.name,
-                                                               expand="instanceView").as_dict()
+            return as_rest(self.compute.virtual_machine_extensions.get(self.group, self.vm_name, self.name,
+                                                                       expand="instanceView"))
         except HttpResponseError as exc:
             if is_not_found(exc):
                 return None
@@ -235,7 +236,7 @@ class VmExtension(object):
             self.group, self.vm_name, self.name, body, polling=params["wait"]))
         summary = change_summary(self.name, current, body, changes)
         if not params["wait"]:
-            return dict(changed=True, changes=changes, extension=extension_result(poller.result().as_dict()),
+            return dict(changed=True, changes=changes, extension=extension_result(as_rest(poller.result())),
                         diff=diff, summary=summary)
         self.wait_for_operation(poller, "the write")
         ext, view = self.wait_for_handler(changed=True)

@@ -16,6 +16,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     AzureOperationError,
     HttpResponseError,
     arm_errors,
+    as_rest,
     is_not_found,
     not_found_error,
     resource_id,
@@ -154,7 +155,7 @@ class VmssExtension(object):
     # ---- reads -------------------------------------------------------------------------------------------------
     def read_vmss(self):
         try:
-            return self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name).as_dict()
+            return as_rest(self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name))
         except HttpResponseError as exc:
             if is_not_found(exc):
                 raise not_found_error(exc, self.connection.subscription_id, self.group,
@@ -164,8 +165,8 @@ class VmssExtension(object):
 
     def read_extension(self):
         try:
-            return self.compute.virtual_machine_scale_set_extensions.get(self.group, self.vmss_name,
-                                                                         self.name).as_dict()
+            return as_rest(self.compute.virtual_machine_scale_set_extensions.get(self.group, self.vmss_name,
+                                                                                 self.name))
         except HttpResponseError as exc:
             if is_not_found(exc):
                 return None
@@ -174,7 +175,7 @@ class VmssExtension(object):
 
     def read_instances(self):
         with arm_errors("reading the instances of", self.vmss_id):
-            return [vm.as_dict() for vm in self.compute.virtual_machine_scale_set_vms.list(
+            return [as_rest(vm) for vm in self.compute.virtual_machine_scale_set_vms.list(
                 self.group, self.vmss_name, expand="instanceView")]
 
     # ---- writes ------------------------------------------------------------------------------------------------
@@ -438,7 +439,7 @@ class VmssExtension(object):
         self.wrote = True
         self.update_fingerprint(vmss)
         if not params["wait"]:
-            result = dict(changed=True, changes=changes, extension=ext_result(poller.result().as_dict()),
+            result = dict(changed=True, changes=changes, extension=ext_result(as_rest(poller.result())),
                           diff=diff, summary=summary_text)
             return self.no_wait(mode, instances, targets, result)
         self.wait_write(poller, "the model change", mode != "Manual")

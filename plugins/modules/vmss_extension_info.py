@@ -167,6 +167,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connecti
     AzureModule,
     HttpResponseError,
     arm_errors,
+    as_rest,
     is_not_found,
     not_found_error,
     resource_id,
@@ -183,7 +184,7 @@ def run(azure):
     compute = connection.compute
     target = resource_id(connection.subscription_id, group, "virtualMachineScaleSets", vmss_name)
     try:
-        vmss = compute.virtual_machine_scale_sets.get(group, vmss_name).as_dict()
+        vmss = as_rest(compute.virtual_machine_scale_sets.get(group, vmss_name))
     except HttpResponseError as exc:
         if is_not_found(exc):
             raise not_found_error(exc, connection.subscription_id, group, resource=("vmss", vmss_name))
@@ -200,10 +201,10 @@ def run(azure):
         else:
             found = list(compute.virtual_machine_scale_set_extensions.list(group, vmss_name))
         listed = compute.virtual_machine_scale_set_vms.list(group, vmss_name, expand="instanceView")
-        instances = [vm.as_dict() for vm in listed]
+        instances = [as_rest(vm) for vm in listed]
     extensions = []
     for ext in found:
-        item = extension_result(ext.as_dict())
+        item = extension_result(as_rest(ext))
         for key in ("location", "tags"):  # scale-set extensions have neither
             item.pop(key, None)
         item["instances"] = summarize(instance_statuses(instances, item["name"]))

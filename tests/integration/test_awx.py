@@ -1,33 +1,14 @@
-"""AWX / execution environments: the EE definition builds a context, and the fleet playbook runs under
-ansible-runner (what AWX uses) with only the environment variables AWX's Azure credential injects."""
+"""AWX: the fleet playbook runs under ansible-runner (what AWX uses) with only the environment variables AWX's
+Azure credential injects. (The execution environment's build context: test_ecosystem.py.)"""
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, VENV_BIN, base_ansible_env
+from harness import REPO_ROOT, base_ansible_env
 
 FLEET_SEED = REPO_ROOT / "tests" / "emulator" / "fleet-seed.yml"
-
-
-def test_ansible_builder_create(tmp_path):
-    builder = VENV_BIN / "ansible-builder"
-    if not builder.exists():
-        pytest.skip("ansible-builder is not installed (tests/requirements.txt)")
-    context = tmp_path / "context"
-    proc = subprocess.run([str(builder), "create", "-f", str(REPO_ROOT / "execution-environment.yml"),
-                           "-c", str(context), "--output-filename", "Containerfile"],
-                          cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    containerfile = (context / "Containerfile").read_text()
-    assert "quay.io/centos/centos:stream9" in containerfile
-    assert "ansible-core==2.19.14" in containerfile
-    build = context / "_build"
-    assert (build / "requirements.txt").read_text() == (REPO_ROOT / "requirements.txt").read_text()
-    assert (build / "bindep.txt").read_text() == (REPO_ROOT / "bindep.txt").read_text()
-    assert "azure-cli" not in (build / "requirements.txt").read_text()
 
 
 def test_fleet_playbook_under_ansible_runner(tmp_path):
