@@ -89,8 +89,8 @@ CALLS = [
      "ok, the VM's body", lambda r, log: _ok(r) and (r.get("response") or {}).get("name") == "vm-web-01"),
     (f"azure_rm_resource GET VM, api-version {BOGUS_API}", "azure_rm_resource", dict(VM_RESOURCE, api_version=BOGUS_API),
      "fails: 400 NoRegisteredProviderFound (ARM's answer to a well-formed version the type does not have)",
-     lambda r, log: bool(r.get("failed")) and "NoRegisteredProviderFound" in _text(r) and [e["status"] for e in log if e["method"] == "GET"
-                                                       and e["path"].lower().endswith("/vm-web-01")] == [400]),
+     lambda r, log: bool(r.get("failed")) and "NoRegisteredProviderFound" in _text(r) and [
+         e["status"] for e in log if e["method"] == "GET" and e["path"].lower().endswith("/vm-web-01")] == [400]),
     ("azure_rm_virtualmachine_info", "azure_rm_virtualmachine_info", {"resource_group": RG, "name": "vm-web-01"},
      "ok, vm-web-01 with its disks and NICs", lambda r, log: _ok(r) and [v.get("name") for v in r.get("vms", [])]
      == ["vm-web-01"] and "data_disks" in r["vms"][0] and "network_interface_names" in r["vms"][0]),

@@ -219,8 +219,8 @@ def test_scale_set_put_and_patch(quick):
     before.tags = {"team": "other"}
     after = client.virtual_machine_scale_sets.begin_create_or_update(RG, "vmss-auto", before).result()
     assert after.sku.capacity == 4 and after.tags == {"team": "other"}
-    instances = {i.instance_id: i for i in client.virtual_machine_scale_set_vms.list(RG, "vmss-auto",
-                                                                                      expand="instanceView")}
+    listed = client.virtual_machine_scale_set_vms.list(RG, "vmss-auto", expand="instanceView")
+    instances = {i.instance_id: i for i in listed}
     assert sorted(instances) == ["0", "1", "2", "3"] and instances["3"].latest_model_applied
     assert instances["3"].instance_view.extensions[0].statuses[0].code == "ProvisioningState/succeeded"
     assert [e.name for e in after.virtual_machine_profile.extension_profile.extensions] == ["cs"]

@@ -327,8 +327,8 @@ class Throttling:
             return {}
         policy, resource = found
         res_size, res_rate, sub_size, sub_rate = COMPUTE_POLICIES[policy]
-        scopes = [(f"{policy}SubscriptionMaximum", self._bucket(("compute", sub, policy), sub_size, sub_rate / 60.0,
-                                                                  now))]
+        sub_bucket = self._bucket(("compute", sub, policy), sub_size, sub_rate / 60.0, now)
+        scopes = [(f"{policy}SubscriptionMaximum", sub_bucket)]
         if resource is not None and res_size is not None:
             scopes.append((f"{policy}Resource", self._bucket(("compute", sub, policy, resource), res_size,
                                                              res_rate / 60.0, now)))
