@@ -44,22 +44,35 @@ def test_settings_validation(emulator):
         emulator.settings(nope=1)
 
 
-def test_throttling(emulator):
-    emulator.settings(throttle={"reads": 3, "window_s": 2})
+def test_throttling_window_model(emulator):
+    # Setting `throttle` alone selects the earlier fixed-window model (tools written for it keep working).
+    assert emulator.settings(throttle={"reads": 3, "window_s": 2})["throttle_model"] == "window"
     path = vm_path(emulator, "vm-web-01")
     remaining = [raw(emulator, "GET", path)[1]["x-ms-ratelimit-remaining-subscription-reads"] for dummy in range(3)]
     assert remaining == ["2", "1", "0"]
     status, headers, body = raw(emulator, "GET", path)
-    assert status == 429 and body["error"]["code"] == "TooManyRequests" and int(headers["Retry-After"]) >= 1
+    assert status == 429 and body["error"]["code"] == "SubscriptionRequestsThrottled" and int(headers["Retry-After"]) >= 1
     status, headers, dummy = raw(emulator, "PUT", path + "/extensions/x", {})  # writes have their own budget
     assert status == 400 and headers["x-ms-ratelimit-remaining-subscription-writes"] == "1199"
     # The SDK honours Retry-After and gets through once the window frees.
     assert compute(emulator).virtual_machines.get(RG, "vm-web-01").name == "vm-web-01"
     statuses = [r["status"] for r in emulator.arm_requests()]
     assert statuses.count(429) >= 2 and statuses[-1] == 200
+    refused = [r for r in emulator.arm_requests() if r["status"] == 429]
+    assert {r["throttled_by"] for r in refused} == {"window/reads"}
+    assert all(isinstance(r["retry_after"], int) and 1 <= r["retry_after"] <= 2 for r in refused)
 
 
 def test_write_budget_headers(emulator):
     status, headers, dummy = raw(emulator, "DELETE", vm_path(emulator, "vm-web-02", "/extensions/none"))
-    assert status == 204 and "x-ms-ratelimit-remaining-subscription-deletes" in headers
-    assert headers["x-ms-ratelimit-remaining-resource"].startswith("Microsoft.Compute/UpdateVM3Min;")
+    assert status == 204 and headers["x-ms-ratelimit-remaining-subscription-deletes"] == "199"
+    assert headers["x-ms-ratelimit-remaining-resource"] == (
+        "Microsoft.Compute/UpdateVMSubscriptionMaximum;1499,Microsoft.Compute/UpdateVMResource;11")
+
+
+def test_injected_429_is_logged_as_a_fault(emulator):
+    emulator.faults([{"match": {"method": "GET", "path": "virtualMachines/vm-web-01$"},
+                      "respond": {"status": 429, "headers": {"Retry-After": "0"}}, "times": 1}])
+    assert raw(emulator, "GET", vm_path(emulator, "vm-web-01"))[0] == 429
+    (entry,) = emulator.arm_requests()
+    assert entry["throttled_by"] == "fault" and entry["retry_after"] == 0

@@ -5,10 +5,10 @@ anything upstream), then authentication, api-version, throttling, and only then 
 """
 import argparse
 import json
-import math
 import os
 import secrets
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 
 from . import auth, compute, features, vmss
+from .throttling import SimClock, Throttling
 from .arm import Ctx, Router
 from .errors import ArmError
 from .state import ARM_AUDIENCE, State
@@ -64,26 +65,6 @@ def metadata(base_url, api_version):
     }]
 
 
-class Throttle:
-    """ARM's per-subscription budgets over a fixed window; deletes draw on the writes budget."""
-
-    @staticmethod
-    def charge(state, sub_id, method, now):
-        limits = state.settings["throttle"]
-        bucket = state.throttle.get(sub_id)
-        if bucket is None or now >= bucket["start"] + limits["window_s"]:
-            bucket = state.throttle[sub_id] = {"start": now, "reads": 0, "writes": 0}
-        kind = "reads" if method in ("GET", "HEAD") else "writes"
-        if bucket[kind] >= limits[kind]:
-            retry = max(1, math.ceil(bucket["start"] + limits["window_s"] - now))
-            raise ArmError(429, "TooManyRequests",
-                           f"The request is being throttled as the limit has been reached for operation type - "
-                           f"{'Read' if kind == 'reads' else 'Write'}. For more information, see "
-                           "https://aka.ms/armthrottling", headers={"Retry-After": str(retry)})
-        bucket[kind] += 1
-        return limits[kind] - bucket[kind]
-
-
 class Emulator:
     """Owns the state, the router and the admin-facing bits; the request handler class delegates here."""
 
@@ -93,6 +74,8 @@ class Emulator:
         self.msi_header = secrets.token_hex(16)
         self.base_url = ""
         self.public_cloud = False
+        self.clock = SimClock(self.state.settings["time_scale"])
+        self.throttling = Throttling(self.state, self.clock)
         self.router = Router()
         for module in (compute, vmss, features):
             module.register(self.router)
@@ -100,56 +83,52 @@ class Emulator:
 
     # --- ARM -----------------------------------------------------------------------------------------------
     def arm(self, method, path, query, headers, body):
-        """(status, body, headers) for an ARM request."""
+        """(status, body, headers) for an ARM request.
+
+        Both throttling layers run on the simulated clock (throttling.py): ARM's buckets once the caller is known,
+        Compute's once ARM has routed the request to a resource provider operation.
+        """
         state = self.state
         extra = {"x-ms-request-id": str(uuid.uuid4()),
                  "x-ms-correlation-request-id": headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())}
         try:
-            auth.verify_bearer(headers.get("Authorization"))
+            claims = auth.verify_bearer(headers.get("Authorization"))
             if not query.get("api-version"):
                 raise ArmError(400, "MissingApiVersionParameter",
                                "The api-version query parameter (?api-version=) is required for all requests.")
             with state.lock:
-                now = time.time()
+                now = self.clock.now()
                 sub = None
                 parts = path.split("/")
                 if len(parts) > 2 and parts[1].lower() == "subscriptions":
                     sub = state.subscriptions.get(parts[2].lower())
                     if sub is None:
                         raise ArmError(404, "SubscriptionNotFound", f"The subscription '{parts[2]}' could not be found.")
-                    remaining = Throttle.charge(state, sub.id, method, now)
-                    kind = {"GET": "reads", "DELETE": "deletes"}.get(method, "writes")
-                    extra[f"x-ms-ratelimit-remaining-subscription-{kind}"] = str(remaining)
-                    if "/providers/microsoft.compute/" in path.lower():
-                        extra["x-ms-ratelimit-remaining-resource"] = self._compute_budget(method, path, remaining)
+                extra.update(self.throttling.arm(claims, sub.id if sub else None, claims.get("tid"), method, now))
                 func, groups = self.router.resolve(method, path)
+                if sub is not None:
+                    extra.update(self.throttling.compute(sub.id, method, path, now, extra))
                 if body is not None and not isinstance(body, dict):
                     raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
                 ctx = Ctx(state, now, method, path, query, body if body is not None else {}, self.base_url, sub)
                 result = func(ctx, **groups)
+                if len(result) > 2:
+                    self.throttling.note_operation(method, path, result[2])
         except ArmError as exc:
             extra.update(exc.headers)
-            return exc.status, exc.body(), extra
+            return exc.status, exc.body(), extra, getattr(exc, "policy", None)
         status, payload = result[0], result[1]
         if len(result) > 2:
             extra.update(result[2])
-        return status, payload, extra
-
-    @staticmethod
-    def _compute_budget(method, path, remaining):
-        if method == "GET" and "/operations/" in path.lower():
-            name = "GetOperation"
-        elif method == "GET":
-            name = "LowCostGet"
-        else:
-            name = "UpdateVM"
-        return f"Microsoft.Compute/{name}3Min;{remaining},Microsoft.Compute/{name}30Min;{remaining}"
+        return status, payload, extra, None
 
     # --- admin ---------------------------------------------------------------------------------------------
     def admin(self, method, action, body):
         state = self.state
         if method == "POST" and action == "reset":
-            state.reset()
+            with state.lock:
+                state.reset()
+                self.clock.reset(state.settings["time_scale"])
             return 200, {"status": "reset"}
         if method == "GET" and action == "requests":
             with state.lock:
@@ -162,8 +141,18 @@ class Emulator:
         if method == "POST" and action == "settings":
             if not isinstance(body, dict):
                 return 400, {"error": "POST settings takes a JSON object"}
-            state.merge_settings(body)
+            with state.lock:
+                state.merge_settings(body)
+                self.clock.set_scale(state.settings["time_scale"])
             return 200, state.settings
+        if action == "clock" and method in ("GET", "POST"):
+            with state.lock:
+                if method == "POST":
+                    advance = (body or {}).get("advance_s") if isinstance(body, dict) else None
+                    if not isinstance(advance, (int, float)) or isinstance(advance, bool) or advance < 0:
+                        return 400, {"error": "POST clock takes {\"advance_s\": seconds >= 0}"}
+                    self.clock.advance(advance)
+                return 200, {"now": self.clock.now(), "time_scale": self.clock.scale, "real_time": time.time()}
         if method == "GET" and action == "state":
             return 200, self.dump_state()
         return 404, {"error": f"unknown admin call {method} /_emulator/{action}"}
@@ -172,7 +161,7 @@ class Emulator:
         """A readable snapshot for debugging (protected settings are never stored, so never shown)."""
         state = self.state
         with state.lock:
-            now = time.time()
+            now = self.clock.now()
             ctx_base = {"settings": state.settings, "faults": state.faults, "subscriptions": []}
             for sub in state.subscriptions.values():
                 ctx = Ctx(state, now, "GET", "", {}, {}, self.base_url, sub)
@@ -193,6 +182,17 @@ class Emulator:
             self.state.requests.append(entry)
 
 
+def _number(value):
+    """A Retry-After header as a number of seconds (int or float), or the text when it is an HTTP date."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() else number
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "AzureEmulator/1.0"
@@ -207,18 +207,22 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, status, payload, headers=None):
+        """Status line, headers and body in ONE write.
+
+        BaseHTTPRequestHandler writes the headers on end_headers() and the body in a second write; on a kept-alive
+        connection the second small segment then waits for the client's delayed ACK (~40 ms on Linux), which
+        capped every client at about 22 requests per second per connection. One buffer, one write (plus
+        TCP_NODELAY on the socket, see Server.get_request) and a response leaves at once.
+        """
         data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
+        lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}".rstrip(),
+                 f"Server: {self.version_string()}", f"Date: {self.date_time_string()}"]
         if payload is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Pragma", "no-cache")
-        self.send_header("Expires", "-1")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+            lines.append("Content-Type: application/json; charset=utf-8")
+        lines += [f"Content-Length: {len(data)}", "Cache-Control: no-cache", "Pragma: no-cache", "Expires: -1"]
+        lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
+        self.wfile.write(head if self.command == "HEAD" else head + data)
 
     def do_GET(self):
         self._dispatch()
@@ -251,16 +255,28 @@ class Handler(BaseHTTPRequestHandler):
                 logged_body = mask_protected(body)
             except ValueError:
                 body = ValueError
-        status, payload, headers = self._route(method, path, query, raw, body)
+        status, payload, headers, policy = self._route(method, path, query, raw, body)
         self._send(status, payload, headers)
-        emulator.log({
+        entry = {
             "method": method, "path": path, "query": query, "status": status, "time": started,
             "duration_ms": round((time.time() - started) * 1000, 3),
             "client_request_id": self.headers.get("x-ms-client-request-id"),
             "user_agent": self.headers.get("User-Agent"), "body": logged_body,
-        })
+        }
+        if status == 429:
+            # What refused it: a throttling bucket ("ARM/subscription-reads", "Microsoft.Compute/UpdateVMResource",
+            # "window/writes") or an injected fault; and the Retry-After sent, in the caller's seconds.
+            entry["throttled_by"] = policy or "fault"
+            entry["retry_after"] = _number(next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"),
+                                                None))
+        emulator.log(entry)
 
     def _route(self, method, path, query, raw, body):
+        """(status, body, headers, throttling policy or None)."""
+        status, payload, headers, *policy = self._answer(method, path, query, raw, body)
+        return status, payload, headers, (policy or [None])[0]
+
+    def _answer(self, method, path, query, raw, body):
         emulator = self.emulator
         with emulator.state.lock:
             fault = emulator.state.take_match_fault(method, path)
@@ -306,6 +322,7 @@ class Server(ThreadingHTTPServer):
 
     def get_request(self):
         sock, addr = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait for a response's last segment
         # The TLS handshake runs in the worker thread, so one slow client cannot stall accept().
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 

@@ -16,10 +16,17 @@ DEFAULT_SETTINGS = {
     "delete_duration_s": 0.5,
     "feature_registration_s": 2.0,
     "provider_registration_s": 1.0,
-    # ARM's per-subscription budgets: 1200 writes and 12000 reads per hour.
+    # The "window" throttle model's per-subscription budgets: 1200 writes and 12000 reads per hour.
     "throttle": {"writes": 1200, "reads": 12000, "window_s": 3600.0},
     "page_size": 10,
+    # throttling.py: "azure" (ARM's and Compute's published token buckets), "window" (`throttle`) or "off".
+    "throttle_model": "azure",
+    # Simulated seconds per real second: buckets, Retry-After, handler/delete/registration durations.
+    "time_scale": 1.0,
+    # Retry-After in fractions of a second (azure-core parses floats) instead of Azure's whole seconds.
+    "fractional_retry_after": False,
 }
+THROTTLE_MODELS = ("azure", "window", "off")
 
 ARM_AUDIENCE = "https://management.azure-emulator.local/"
 
@@ -201,11 +208,10 @@ class State:
     def reset(self):
         with self.lock:
             self.settings = copy.deepcopy(DEFAULT_SETTINGS)
-            for key, value in (self.seed.get("settings") or {}).items():
-                self._merge_setting(key, value)
+            self.throttle = {}          # throttling.py's counters: buckets by key, windows by sub id
+            self.merge_settings(self.seed.get("settings") or {})
             self.faults = []            # [{"rule": dict, "remaining": int|None}]
             self.requests = []
-            self.throttle = {}          # sub id -> {"start", "reads", "writes"}
             self.operations = {}        # op id -> Operation
             self.images = self._load_images(self.seed.get("extension_images") or {})
             self.subscriptions = {}
@@ -224,15 +230,33 @@ class State:
                 raise ValueError("throttle takes an object with writes, reads and window_s")
             self.settings["throttle"].update(value)
             self.throttle = {}
+        elif key == "throttle_model":
+            if value not in THROTTLE_MODELS:
+                raise ValueError(f"throttle_model must be one of {list(THROTTLE_MODELS)}, not {value!r}")
+            if value != self.settings["throttle_model"]:
+                self.throttle = {}      # a new model starts with full buckets
+            self.settings["throttle_model"] = value
+        elif key == "fractional_retry_after":
+            if not isinstance(value, bool):
+                raise ValueError("setting 'fractional_retry_after' must be true or false")
+            self.settings[key] = value
+        elif key == "time_scale":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError("setting 'time_scale' must be a number greater than 0")
+            self.settings[key] = float(value)
         else:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"setting {key!r} must be a non-negative number")
             self.settings[key] = int(value) if key == "page_size" else float(value)
 
     def merge_settings(self, values):
+        """Merge admin/seed settings. Setting `throttle` without `throttle_model` selects the "window" model, so
+        tools written for the earlier emulator get the budget they configure."""
         with self.lock:
             for key, value in values.items():
                 self._merge_setting(key, value)
+            if "throttle" in values and "throttle_model" not in values:
+                self._merge_setting("throttle_model", "window")
 
     @staticmethod
     def _load_images(spec):
