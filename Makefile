@@ -28,7 +28,7 @@ lint: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections $(VENV)/bin/ansible-lint --offline roles playbooks
 
 pytest: venv system-deps
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $${PYTEST_WORKERS:-auto} --dist loadgroup tests
 
 test: venv system-deps sanity lint pytest
 

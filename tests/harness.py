@@ -18,7 +18,10 @@ def collections_path():
     link = COLLECTIONS_DIR / "ansible_collections" / "azure_vm" / "extensions"
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(REPO_ROOT, target_is_directory=True)
+        try:
+            link.symlink_to(REPO_ROOT, target_is_directory=True)
+        except FileExistsError:  # another pytest-xdist worker made it first
+            pass
     return str(COLLECTIONS_DIR)
 
 

@@ -5,6 +5,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from emulator_clients import LOCATION, compute, features, resources
+from emulator_control import EmulatorError
 
 
 def test_extension_images(emulator):
@@ -53,3 +54,21 @@ def test_provider_registration(emulator):
     assert client.providers.register("Microsoft.Network").registration_state == "Registering"
     time.sleep(0.25)
     assert client.providers.get("microsoft.network").registration_state == "Registered"
+
+
+def test_hold_registrations_keeps_the_transition_until_released(emulator):
+    emulator.settings(feature_registration_s=0, provider_registration_s=0, hold_registrations=True)
+    client = features(emulator)
+    assert client.features.register("Microsoft.Compute", "AutomaticExtensionUpgradePreview").properties.state \
+        == "Registering"
+    assert client.features.get("Microsoft.Compute", "AutomaticExtensionUpgradePreview").properties.state \
+        == "Registering"
+    providers = resources(emulator).providers
+    assert providers.unregister("Microsoft.Network").registration_state == "Unregistering"
+    assert providers.get("Microsoft.Network").registration_state == "Unregistering"
+    assert emulator.settings(hold_registrations=False)["hold_registrations"] is False
+    assert client.features.get("Microsoft.Compute", "AutomaticExtensionUpgradePreview").properties.state \
+        == "Registered"
+    assert providers.get("Microsoft.Network").registration_state == "Unregistered"
+    with pytest.raises(EmulatorError):
+        emulator.settings(hold_registrations=1)

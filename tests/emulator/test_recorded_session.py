@@ -17,7 +17,8 @@ import yaml
 
 from emulator_clients import RG, credential, metadata
 
-RECORDINGS = Path("/work/shared/reference/recordings")
+# Public recordings copied into the repository (sources: tests/data/README.md).
+RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "recordings"
 YAML_RECORDING = RECORDINGS / "test_mgmt_compute.test_vm_extensions.yaml"
 JSON_RECORDING = RECORDINGS / "azure-sdk-assets_test_mgmt_compute_vm.test_compute_vm.extensions-subset.json"
 

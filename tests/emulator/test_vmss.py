@@ -53,12 +53,21 @@ def test_manual_upgrade_with_failing_instance(emulator):
     assert "secret" not in str(emulator.state())
 
 
-def test_automatic_upgrades_all_instances(emulator):
-    emulator.settings(handler_duration_s=0.2)
+def test_write_during_a_rollout_conflicts(emulator):
+    # Instance 0's handler never ends (timeout fault), so the rollout is held in progress, whatever the clock.
+    emulator.faults([{"extension": {"vm": "vmss-auto/0", "name": "cs", "outcome": "timeout"}}])
     client = compute(emulator)
     poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "cs", EXT)
     with pytest.raises(ResourceExistsError):
         client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "other", EXT)
+    assert poller.status().lower() == "inprogress"
+    emulator.reset()  # ends the held operation, so the poller's thread stops
+
+
+def test_automatic_upgrades_all_instances(emulator):
+    emulator.settings(handler_duration_s=0.2)
+    client = compute(emulator)
+    poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "cs", EXT)
     assert poller.result().provisioning_state == "Succeeded"
     instances = _instances(client, "vmss-auto")
     assert all(vm.latest_model_applied for vm in instances.values())
@@ -67,13 +76,22 @@ def test_automatic_upgrades_all_instances(emulator):
     assert listed.name == "cs"
 
 
-def test_rolling_upgrades_in_batches(emulator):
-    emulator.settings(handler_duration_s=0.4)
+def test_rolling_upgrade_holds_at_an_unfinished_batch(emulator):
+    # Instance 0's handler never ends: the first batch (20% of 3 -> batches of one) is held, whatever the clock.
+    emulator.faults([{"extension": {"vm": "vmss-rolling/0", "name": "cs", "outcome": "timeout"}}])
     client = compute(emulator)
     poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-rolling", "cs", EXT)
-    time.sleep(0.1)
     first = _instances(client, "vmss-rolling")
-    assert sorted(i for i, vm in first.items() if _ext_status(vm)) == ["0"]  # 20% of 3 -> batches of one
+    assert sorted(i for i, vm in first.items() if _ext_status(vm)) == ["0"]
+    assert _ext_status(first["0"]) == "ProvisioningState/transitioning"
+    assert poller.status().lower() == "inprogress"
+    emulator.reset()
+
+
+def test_rolling_upgrades_in_batches(emulator):
+    emulator.settings(handler_duration_s=0.2)
+    client = compute(emulator)
+    poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-rolling", "cs", EXT)
     poller.result()
     assert all(vm.latest_model_applied for vm in _instances(client, "vmss-rolling").values())
     rolling = client.virtual_machine_scale_set_rolling_upgrades.begin_start_extension_upgrade(RG, "vmss-rolling")

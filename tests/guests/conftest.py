@@ -20,6 +20,15 @@ VENV_BIN = Path(sys.executable).parent
 GUEST_NAMES = ("guest1", "guest2")
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`--dist loadgroup`) every guest test runs in one worker: the guests use fixed
+    addresses of the test subnet, so two workers must not create them at once."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("guests"))
+
+
 @pytest.fixture(scope="session")
 def guest_host_ready():
     reason = guestlib.can_create_namespaces()

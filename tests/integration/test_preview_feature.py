@@ -1,6 +1,8 @@
 """preview_feature, preview_feature_info, resource_provider and the automatic-upgrade playbook, with the real
 ansible-playbook against the emulator."""
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -139,17 +141,35 @@ def test_timeout_fails_with_last_state(run_playbook, emulator):
 
 
 def test_no_wait_returns_registering_and_a_later_run_completes(run_playbook, emulator):
-    emulator.settings(feature_registration_s=8)  # long enough that the second run starts while Registering
+    # The registration is held in Registering (admin setting) instead of racing a timer: it is released only
+    # once the second run has read the feature, whatever the speed of the machine.
+    emulator.settings(feature_registration_s=0.1, hold_registrations=True)
     run = run_playbook(playbook(feature_task(wait=False)), expect_rc=0)
     result = run.task("feature")
     assert result["changed"] is True and result["state"] == "Registering" and result["propagated"] is False
     assert len(emulator.writes()) == 1
+    reads_before = len(feature_reads(emulator))
+    release = threading.Thread(target=release_after_read, args=(emulator, reads_before), daemon=True)
+    release.start()
     # Still Registering: the next run waits for it (no second register POST) and then propagates.
     later = run_playbook(playbook(feature_task()), expect_rc=0).task("feature")
+    release.join(60)
     assert later["state_before"] == "Registering" and later["state"] == "Registered"
     assert later["propagated"] is True
     paths = writes_paths(emulator.writes())
     assert len(paths) == 2 and paths[1][1].endswith("/providers/Microsoft.Compute/register")
+
+
+def feature_reads(emulator):
+    return [r for r in emulator.requests() if r["method"] == "GET" and r["path"].endswith(FEATURE_PATH)]
+
+
+def release_after_read(emulator, reads_before, deadline_s=120):
+    """Lift hold_registrations as soon as the feature has been read once more (by the second run)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and len(feature_reads(emulator)) <= reads_before:
+        time.sleep(0.05)
+    emulator.settings(hold_registrations=False)
 
 
 def test_propagate_false_sends_only_the_feature_post(run_playbook, emulator):

@@ -11,9 +11,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 VARS = REPO / "roles" / "waagent" / "vars"
-REFERENCE = Path("/work/shared/reference/waagent.md")
+# The reference (a copy of public facts in the repository; sources: tests/data/README.md).
+REFERENCE = REPO / "tests" / "data" / "reference" / "waagent.md"
 
-# The table of waagent.md (kept here too so that the test runs without the shared reference).
+# The table of waagent.md, as the role must implement it (checked against the reference below).
 TABLE = {
     "Ubuntu": ("walinuxagent", "walinuxagent", "/etc/waagent.conf"),
     "Debian": ("waagent", "walinuxagent", "/etc/waagent.conf"),
@@ -48,8 +49,6 @@ def role_vars(os_family, distribution):
 
 
 def reference_table():
-    if not REFERENCE.exists():
-        return TABLE
     rows = {}
     for line in REFERENCE.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

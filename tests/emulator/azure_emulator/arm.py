@@ -1,5 +1,6 @@
 """Pieces shared by the ARM resource modules: the request context, routing, LRO headers and lookups."""
 import re
+from urllib.parse import quote
 
 from .errors import ArmError, not_found, rg_not_found
 
@@ -32,17 +33,25 @@ class Ctx:
         return headers
 
     def page(self, items):
-        """ARM paging: page_size items and a nextLink carrying $skiptoken (and the api-version)."""
+        """ARM paging: page_size items and a nextLink carrying $skiptoken.
+
+        As ARM's list operations do (the nextLink of tests/data/arm-examples/.../
+        VirtualMachineScaleSetExtension_List_MaximumSet_Gen.json and VirtualMachineScaleSetVM_List_MaximumSet_Gen.json),
+        the nextLink is an absolute URL that repeats the request's own query (api-version, statusOnly, $expand,
+        $filter...): the SDKs GET it as it is, without adding anything.
+        """
         size = max(1, int(self.state.settings["page_size"]))
         try:
             start = int(self.query.get("$skiptoken", "0"))
         except ValueError:
             raise ArmError(400, "InvalidSkipToken", "The $skiptoken is not valid.") from None
+        if start < 0 or start > len(items):
+            raise ArmError(400, "InvalidSkipToken", "The $skiptoken is not valid.")
         body = {"value": items[start:start + size]}
         if start + size < len(items):
-            extra = "".join(f"&{k}={v}" for k, v in self.query.items() if k in ("$expand", "$filter"))
-            body["nextLink"] = (f"{self.base_url}{self.path}?api-version={self.api_version}{extra}"
-                                f"&$skiptoken={start + size}")
+            query = "&".join(f"{quote(k, safe='$-')}={quote(v, safe='')}"
+                             for k, v in self.query.items() if k != "$skiptoken")
+            body["nextLink"] = f"{self.base_url}{self.path}?{query}&$skiptoken={start + size}"
         return body
 
 

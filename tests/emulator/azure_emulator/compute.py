@@ -145,12 +145,37 @@ def get_vm_instance_view(ctx, sub, rg, vm):
     return 200, instance_view(ctx, find_vm(ctx, rg, vm))
 
 
-def list_vms(ctx, sub, rg):
-    ctx.resource_group(rg)
-    vms = [vm for (vm_rg, dummy), vm in ctx.sub.vms.items() if vm_rg == rg.lower()]
+def status_only_body(ctx, vm):
+    """A VM as `statusOnly=true` lists it: its identity and run-time status (the instance view, with the
+    extensions' statuses), without the model's profiles. Clients that list with statusOnly read
+    properties.instanceView and properties.vmId, and list a second time without it for the profiles."""
+    return {"name": vm.name, "id": vm_id(vm), "type": VM_TYPE, "location": vm.location,
+            "properties": {"vmId": vm.vm_id, "instanceView": instance_view(ctx, vm)}}
+
+
+def _vm_page(ctx, vms):
+    """VirtualMachines List / List All / List By Location: one page of VMs, paged by nextLink (page_size)."""
     for vm in vms:
         settle(vm, ctx.now)
+    if ctx.query.get("statusOnly", "").lower() == "true":
+        return 200, ctx.page([status_only_body(ctx, vm) for vm in vms])
     return 200, ctx.page([vm_body(ctx, vm) for vm in vms])
+
+
+def list_vms(ctx, sub, rg):
+    ctx.resource_group(rg)
+    return _vm_page(ctx, [vm for (vm_rg, dummy), vm in ctx.sub.vms.items() if vm_rg == rg.lower()])
+
+
+def list_all_vms(ctx, sub):
+    """GET /subscriptions/{s}/providers/Microsoft.Compute/virtualMachines[?statusOnly=true] (List All)."""
+    return _vm_page(ctx, list(ctx.sub.vms.values()))
+
+
+def list_vms_by_location(ctx, sub, location):
+    """GET /subscriptions/{s}/providers/Microsoft.Compute/locations/{location}/virtualMachines."""
+    wanted = location.replace(" ", "").lower()
+    return _vm_page(ctx, [vm for vm in ctx.sub.vms.values() if vm.location.replace(" ", "").lower() == wanted])
 
 
 # --- VM extensions --------------------------------------------------------------------------------------------
@@ -337,6 +362,9 @@ def get_image_version(ctx, sub, location, publisher, type_name, version):
 def register(router):
     vm = rf"{COMPUTE}/virtualMachines/(?P<vm>[^/]+)"
     router.add("GET", rf"{COMPUTE}/virtualMachines", list_vms)
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachines", list_all_vms)
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/virtualMachines",
+               list_vms_by_location)
     router.add("GET", vm, get_vm)
     router.add("GET", rf"{vm}/instanceView", get_vm_instance_view)
     router.add("GET", rf"{vm}/extensions", list_extensions)

@@ -25,6 +25,9 @@ DEFAULT_SETTINGS = {
     "time_scale": 1.0,
     # Retry-After in fractions of a second (azure-core parses floats) instead of Azure's whole seconds.
     "fractional_retry_after": False,
+    # True: feature and provider registrations stay in their transitional state (Registering, Unregistering)
+    # until it is set back to false, so tests hold a state instead of racing the clock.
+    "hold_registrations": False,
 }
 THROTTLE_MODELS = ("azure", "window", "off")
 
@@ -137,12 +140,13 @@ class Subscription:
 class Transition:
     """A registration state that moves on its own: `state` now, `target` from `until` on."""
 
-    def __init__(self, namespace, name, state):
+    def __init__(self, namespace, name, state, held=lambda: False):
         self.namespace, self.name, self.state = namespace, name, state
         self.target, self.until = None, None
+        self.held = held  # the hold_registrations setting: while true, a transition does not finish
 
     def current(self, now):
-        if self.until is not None and now >= self.until:
+        if self.until is not None and now >= self.until and not self.held():
             self.state, self.target, self.until = self.target, None, None
         return self.state
 
@@ -244,10 +248,17 @@ class State:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError("setting 'time_scale' must be a number greater than 0")
             self.settings[key] = float(value)
+        elif isinstance(DEFAULT_SETTINGS[key], bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"setting {key!r} must be true or false")
+            self.settings[key] = value
         else:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"setting {key!r} must be a non-negative number")
             self.settings[key] = int(value) if key == "page_size" else float(value)
+
+    def _held(self):
+        return self.settings["hold_registrations"]
 
     def merge_settings(self, values):
         """Merge admin/seed settings. Setting `throttle` without `throttle_model` selects the "window" model, so
@@ -294,9 +305,9 @@ class State:
             self._load_vm_set(sub, vm_set)
         for namespace, features in (spec.get("features") or {}).items():
             for name, state in (features or {}).items():
-                sub.features[(namespace.lower(), name.lower())] = Transition(namespace, name, state)
+                sub.features[(namespace.lower(), name.lower())] = Transition(namespace, name, state, self._held)
         for namespace, state in (spec.get("providers") or {}).items():
-            sub.providers[namespace.lower()] = Transition(namespace, namespace, state)
+            sub.providers[namespace.lower()] = Transition(namespace, namespace, state, self._held)
 
     def _load_vm(self, sub, rg, spec):
         os_type = _os_type(spec)

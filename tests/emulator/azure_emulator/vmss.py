@@ -11,7 +11,7 @@ import math
 import azure.mgmt.compute.models as compute_models
 
 from . import handlers
-from .arm import COMPUTE, busy, conflict, lookup
+from .arm import COMPUTE, SUB, busy, conflict, lookup
 from .compute import canonical_props, check_extension_body
 from .errors import ArmError, not_found
 from .state import Extension, HandlerRun
@@ -239,12 +239,20 @@ def get_scale_set(ctx, sub, rg, vmss):
     return 200, scale_set_body(ctx, find_scale_set(ctx, rg, vmss))
 
 
-def list_scale_sets(ctx, sub, rg):
-    ctx.resource_group(rg)
-    sets = [ss for (ss_rg, dummy), ss in ctx.sub.scale_sets.items() if ss_rg == rg.lower()]
+def _scale_set_page(ctx, sets):
     for ss in sets:
         settle(ss, ctx.now)
     return 200, ctx.page([scale_set_body(ctx, ss) for ss in sets])
+
+
+def list_scale_sets(ctx, sub, rg):
+    ctx.resource_group(rg)
+    return _scale_set_page(ctx, [ss for (ss_rg, dummy), ss in ctx.sub.scale_sets.items() if ss_rg == rg.lower()])
+
+
+def list_all_scale_sets(ctx, sub):
+    """GET /subscriptions/{s}/providers/Microsoft.Compute/virtualMachineScaleSets (List All), paged."""
+    return _scale_set_page(ctx, list(ctx.sub.scale_sets.values()))
 
 
 def instance_view(ctx, ss, instance):
@@ -274,9 +282,19 @@ def instance_body(ctx, ss, instance, with_view):
         "id": f"{vmss_id(ss)}/virtualMachines/{instance.instance_id}",
         "type": f"{VMSS_TYPE}/virtualMachines", "location": ss.location,
         "sku": {"name": "Standard_B2s", "tier": "Standard"}, "properties": properties,
-        "resources": [{"id": f"{vmss_id(ss)}/virtualMachines/{instance.instance_id}/extensions/{e.name}"}
-                      for e in instance.extensions.values()],
+        # As ARM does (VirtualMachineScaleSetVM_List_MaximumSet_Gen.json in tests/data/arm-examples):
+        # the instance's extension child resources in full, never their protected settings.
+        "resources": [instance_extension_body(ctx, ss, instance, e) for e in instance.extensions.values()],
     }
+
+
+def instance_extension_body(ctx, ss, instance, ext, with_view=False):
+    """One extension as a scale-set instance runs it (VirtualMachineScaleSetVMExtensions Get/List)."""
+    props = dict(ext.props, provisioningState=ext.run.provisioning_state(ctx.now))
+    if with_view:
+        props["instanceView"] = handlers.extension_instance_view(ctx.state, ext, ss.os_type, ss.location, ctx.now)
+    return {"name": ext.name, "id": f"{vmss_id(ss)}/virtualMachines/{instance.instance_id}/extensions/{ext.name}",
+            "type": f"{VMSS_TYPE}/virtualMachines/extensions", "location": ss.location, "properties": props}
 
 
 def _instance(ss, instance_id):
@@ -295,6 +313,23 @@ def list_instances(ctx, sub, rg, vmss):
 def get_instance(ctx, sub, rg, vmss, instance_id):
     ss = find_scale_set(ctx, rg, vmss)
     return 200, instance_body(ctx, ss, _instance(ss, instance_id), ctx.expand_instance_view())
+
+
+def list_instance_extensions(ctx, sub, rg, vmss, instance_id):
+    """VirtualMachineScaleSetVMExtensions List: not paged ({"value": [...]}), like the VM extension list."""
+    ss = find_scale_set(ctx, rg, vmss)
+    instance = _instance(ss, instance_id)
+    expand = ctx.expand_instance_view()
+    return 200, {"value": [instance_extension_body(ctx, ss, instance, e, expand) for e in instance.extensions.values()]}
+
+
+def get_instance_extension(ctx, sub, rg, vmss, instance_id, name):
+    ss = find_scale_set(ctx, rg, vmss)
+    instance = _instance(ss, instance_id)
+    ext = instance.extensions.get(name.lower())
+    if ext is None:
+        raise not_found(f"{VMSS_TYPE}/{ss.name}/virtualMachines/{instance_id}/extensions", name, ss.rg)
+    return 200, instance_extension_body(ctx, ss, instance, ext, ctx.expand_instance_view())
 
 
 def get_instance_view(ctx, sub, rg, vmss, instance_id):
@@ -350,3 +385,7 @@ def register(router):
     router.add("GET", rf"{ss}/virtualMachines", list_instances)
     router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)", get_instance)
     router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/instanceView", get_instance_view)
+    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/extensions", list_instance_extensions)
+    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/extensions/(?P<name>[^/]+)",
+               get_instance_extension)
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachineScaleSets", list_all_scale_sets)
