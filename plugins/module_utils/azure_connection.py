@@ -20,8 +20,14 @@ import threading
 import time
 import traceback
 
+try:
+    from urllib.parse import urlparse
+except ImportError:  # Python 2 (ansible-test sanity compiles every file for it)
+    from urlparse import urlparse  # type: ignore
+
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 from ansible.module_utils.ansible_release import __version__ as ANSIBLE_VERSION
+from ansible_collections.azure_vm.extensions.plugins.module_utils.scheduler import Scheduler
 
 try:
     from azure.core import PipelineClient
@@ -186,44 +192,50 @@ def read_credential_file(profile):
 
 
 class ArmThrottlePacingPolicy(SansIOHTTPPolicy):
-    """Pace every request of one connection against ARM's subscription throttling (shared by all its threads).
+    """Every request of one connection goes through the throttling scheduler (module_utils/scheduler.py).
 
-    Sits right after azure-core's RetryPolicy (a per-retry policy), so it sees every try. A 429 with Retry-After
-    makes *all* requests of this connection hold off until then (RetryPolicy itself sleeps and retries the
-    throttled one), so many concurrent callers produce one 429 per budget window instead of hammering ARM.
-    It also remembers the x-ms-ratelimit-remaining-subscription-* headers (remaining[kind], lowest seen) and
-    counts 429s, for callers that pace their own polling.
+    Sits right after azure-core's RetryPolicy (a per-retry policy), so it sees every try: before a request it
+    waits for a slot in each bucket that applies (ARM's per subscription and kind, Compute's per policy and per
+    VM), after the response it corrects those buckets from the x-ms-ratelimit-remaining-* headers, and a 429
+    holds the bucket it names until Retry-After (RetryPolicy itself sleeps Retry-After and retries).
     """
 
-    KINDS = ("writes", "reads", "deletes")
+    CONTEXT_KEY = "azure_vm_extensions_throttle"
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.resume_at = 0.0
-        self.remaining = {}
-        self.lowest = {}
-        self.throttled = 0
+    def __init__(self, scheduler=None):
+        self.scheduler = scheduler or Scheduler()
 
     def on_request(self, request):
-        delay = self.resume_at - time.time()
-        if delay > 0:
-            time.sleep(delay)
+        http = request.http_request
+        keys = self.scheduler.keys_for(http.method, urlparse(http.url).path)
+        request.context[self.CONTEXT_KEY] = (keys, self.scheduler.acquire(keys))
 
     def on_response(self, request, response):
-        headers = response.http_response.headers
-        with self._lock:
-            for kind in self.KINDS:
-                value = headers.get("x-ms-ratelimit-remaining-subscription-" + kind)
-                if value is not None and value.isdigit():
-                    self.remaining[kind] = int(value)
-                    self.lowest[kind] = min(int(value), self.lowest.get(kind, int(value)))
-            if response.http_response.status_code == 429:
-                self.throttled += 1
-                try:
-                    retry_after = float(headers.get("Retry-After") or 0)
-                except ValueError:
-                    retry_after = 0
-                self.resume_at = max(self.resume_at, time.time() + retry_after)
+        found = request.context.pop(self.CONTEXT_KEY, None)
+        if not found:
+            return
+        keys, buckets = found
+        http = response.http_response
+        body = None
+        if http.status_code == 429:
+            try:
+                body = http.text()
+            except Exception:  # pylint: disable=broad-except - a body we cannot read names no bucket
+                body = None
+        self.scheduler.complete(buckets, keys, http.status_code, http.headers, body)
+
+    def on_exception(self, request):
+        found = request.context.pop(self.CONTEXT_KEY, None)
+        if found:
+            self.scheduler.complete(found[1], found[0], 0, {})
+
+    @property
+    def throttled(self):
+        return self.scheduler.throttled
+
+    @property
+    def lowest(self):
+        return self.scheduler.snapshot()["lowest_remaining"]
 
 
 class AzureConnection(object):
