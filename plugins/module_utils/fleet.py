@@ -8,12 +8,13 @@ but for every VM at once, on a thread pool:
 
 * one VM read (GET ...?$expand=instanceView) per VM answers for every declared extension; a VM whose
   extensions all match costs that one read and nothing else;
-* Azure serializes operations on one VM, so the work is done in rounds: round r submits each VM's r-th pending
-  operation (removals of undeclared extensions with exclusive first, then declared extensions in order) on
-  all VMs (wait=false), then waits until every submitted handler is terminal. Total time is about
-  (operations per VM) x (handler time), whatever the number of VMs and forks;
-* the waits poll each pending VM, paced against ARM's read budget, and every request goes through the
-  connection's ArmThrottlePacingPolicy (429 Retry-After holds off all threads, not just the throttled one).
+* Azure serializes operations on one VM, so each VM's operations (removals of undeclared extensions with
+  exclusive first, then declared extensions in order) go one after another (wait=false, then wait for the
+  handler), and every VM moves on as soon as its own operation is over (module_utils/fleet_pipeline.py). Total
+  time is about (operations per VM) x (handler time), or Azure's write budget when that is tighter;
+* waiting uses single GETs while few VMs are pending and List All statusOnly=true sweeps when many are
+  (fleet_pipeline.py states the crossover rule), and every request goes through the connection's throttling
+  scheduler (module_utils/scheduler.py: published limits, corrected by the headers, 429 Retry-After honoured).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,7 +23,6 @@ __metaclass__ = type
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
@@ -38,6 +38,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     status_messages,
     validate_extension_options,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet_pipeline import Pipeline
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
     VM_EXTENSION_OPTIONS,
     VmExtension,
@@ -98,6 +99,7 @@ class Target(object):
         self.removed = []
         self.warnings = []
         self.skipped_unchanged = []
+        self.operations = 0       # operations submitted (the rounds this VM needed)
 
     def result(self):
         """What the module returns for this host."""
@@ -134,7 +136,7 @@ def validate_extension(spec, target, no_log_values):
 
 
 class Fleet(object):
-    def __init__(self, connection, targets, check_mode, poll_interval, workers, timeout):
+    def __init__(self, connection, targets, check_mode, poll_interval, workers, timeout, progress=None):
         self.no_log_values = set()  # protected values met in the declarations, for the module to mask
         self.connection = connection
         self.targets = targets
@@ -144,15 +146,9 @@ class Fleet(object):
         self.timeout = timeout
         self.compute = connection.compute
         self.reads = 0
+        self.progress = progress
+        self.pipeline = None
         self._lock = threading.Lock()
-
-    def _map(self, func, items):
-        items = list(items)
-        if not items:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
-            for future in [pool.submit(self._guard, func, item) for item in items]:
-                future.result()
 
     @staticmethod
     def _guard(func, target):
@@ -212,6 +208,7 @@ class Fleet(object):
                 continue
             timeout = params.get("timeout") or default_timeout(params.get("type"))
             target.submitted = (params["name"], time.time() + timeout, state)
+            target.operations += 1
             return
 
     def settled(self, target):
@@ -242,37 +239,21 @@ class Fleet(object):
             target.submitted = None
         return done
 
-    def wait_round(self, waiting):
-        while True:
-            waiting = [t for t in waiting if t.submitted is not None and not t.failed]
-            if not waiting:
-                return
-            started = time.time()
-            self._map(self.settled, waiting)
-            waiting = [t for t in waiting if t.submitted is not None and not t.failed]
-            if not waiting:
-                return
-            time.sleep(max(self.pace(len(waiting)) - (time.time() - started), 0))
+    # ---- scheduling and waiting: module_utils/fleet_pipeline.py -------------------------------------------------
+    def run_guarded(self, func, target):
+        self._guard(func, target)
 
-    def pace(self, pending):
-        """Seconds between polling rounds: the poll interval, stretched when ARM's read budget runs low."""
-        remaining = self.connection.pacing.remaining.get("reads")
-        if remaining is not None and remaining < pending * 20:
-            # Fewer than ~20 rounds of budget left: spread the rest over at least a minute per 20 rounds.
-            return max(self.poll_interval, 60.0 * pending / max(remaining, 1))
-        return self.poll_interval
+    def expired(self, target):
+        """True when the operation a target waits for is past its deadline (its next read fails it)."""
+        return target.submitted is not None and time.time() > target.submitted[1]
+
+    def count_reads(self, count):
+        with self._lock:
+            self.reads += count
 
     def run(self):
-        active = list(self.targets)
         # One token up front, so the worker threads do not all race to fetch their own.
         self.connection.credential.get_token(self.connection.audience.rstrip("/") + "/.default")
-        self._map(self.plan, active)
-        rounds = 0
-        while True:
-            active = [t for t in active if not t.failed and t.pending]
-            if not active:
-                break
-            rounds += 1
-            self._map(self.submit_next, active)
-            self.wait_round([t for t in active if t.submitted is not None and not t.failed])
-        return rounds
+        self.pipeline = Pipeline(self, self.poll_interval, self.workers, progress=self.progress)
+        self.pipeline.run()
+        return max([target.operations for target in self.targets] or [0])

@@ -22,7 +22,12 @@ description:
   - Every extension gets exactly the checks and comparison of M(azure_vm.extensions.vm_extension) (VM agent
     Ready, no failed sibling, protected-settings fingerprint, handler status). A VM that fails does not stop the
     others; the task fails when any VM failed, and RV(hosts) tells which and why.
-  - Requests are paced against ARM's remaining-budget headers, and a 429 C(Retry-After) holds every thread.
+  - Every VM goes on to its next operation as soon as its own is over. Waiting uses single reads while few VMs
+    are pending and C(List All statusOnly=true) sweeps when many are.
+  - Every request waits for a slot in client-side token buckets seeded from Azure's published limits (ARM per
+    subscription and principal, Compute per policy and per VM) and corrected by the
+    C(x-ms-ratelimit-remaining-*) headers; a 429's C(Retry-After) is always honoured, and several runs with one
+    principal (AWX job slices) share its budget. See the collection's C(docs/scheduler.md).
 author:
   - azure_vm.extensions maintainers (@azure-vm)
 options:
@@ -57,9 +62,18 @@ options:
         default: false
   poll_interval:
     description:
-      - Seconds between status polls of the VMs that are waited for (stretched when ARM's read budget runs low).
+      - Seconds between two status reads while VMs are waited for. While the waiting VMs are fewer than the pages
+        of one C(List All) sweep, each is read with its own GET at most this often; otherwise one
+        C(List All statusOnly=true) sweep reads them all this often. Every request also waits for its slot in
+        Azure's published throttling budgets.
     type: float
     default: 5
+  progress_file:
+    description:
+      - A file to which a progress line (VMs submitted, succeeded, failed, waiting) is appended about every
+        10 seconds while the fleet waits, for C(tail -f). The lines hold counts only. The same lines are returned
+        as RV(progress) at C(-v).
+    type: path
   max_workers:
     description: Threads that talk to Azure at once.
     type: int
@@ -137,19 +151,38 @@ hosts:
       type: list
       elements: dict
 rounds:
-  description: Rounds of submit-then-wait that were needed.
+  description: The most operations one VM needed.
   returned: always
   type: int
 vm_reads:
-  description: VM reads sent (one per VM, plus one per status poll).
+  description: Reads sent (one per VM, one per completed operation, and the pages of the list sweeps).
   returned: always
   type: int
+waiting:
+  description: How the fleet waited.
+  returned: always
+  type: dict
+  contains:
+    list_sweeps:
+      description: C(List All statusOnly=true) sweeps.
+      type: int
+    list_pages:
+      description: Pages those sweeps read.
+      type: int
+    single_reads:
+      description: GETs of one VM while waiting (and after a sweep showed it settled).
+      type: int
+progress:
+  description: The progress lines written while waiting.
+  returned: at C(-v) and higher verbosities
+  type: list
+  elements: str
 elapsed_s:
   description: Seconds the convergence took.
   returned: always
   type: float
 throttling:
-  description: 429 answers met and the lowest remaining ARM budgets seen.
+  description: Requests sent, 429 answers met and the lowest remaining ARM budgets seen.
   returned: always
   type: dict
 """
@@ -171,6 +204,7 @@ def main():
                 exclusive=dict(type="bool", default=False),
             ), required_one_of=[("host", "vm_name")]),
             poll_interval=dict(type="float", default=5),
+            progress_file=dict(type="path"),
             max_workers=dict(type="int", default=32),
             ignore_vm_failures=dict(type="bool", default=False),
             timeout=dict(type="int"),
@@ -184,18 +218,29 @@ def main():
     targets = [Target(item["host"] or item["vm_name"], item["vm_name"], item["resource_group"], item["extensions"],
                       item["exclusive"]) for item in params["targets"]]
     started = time.time()
+    progress_file = params["progress_file"]
+
+    def progress(line):
+        azure.progress(line)
+        if progress_file:
+            with open(progress_file, "a") as handle:
+                handle.write("%s %s\n" % (time.strftime("%H:%M:%S"), line))
+
     fleet = Fleet(azure.connection, targets, azure.check_mode, params["poll_interval"], params["max_workers"],
-                  params["timeout"])
+                  params["timeout"], progress=progress)
     try:
         rounds = fleet.run()
     except AzureError as exc:
         azure.fail_azure(exc, "converging extensions of %d VMs" % len(targets))
     azure.module.no_log_values.update(fleet.no_log_values)
     hosts = dict((target.host, target.result()) for target in targets)
-    pacing = azure.connection.pacing
+    pipeline = fleet.pipeline
     result = dict(changed=any(target.changed for target in targets), hosts=hosts, rounds=rounds,
                   vm_reads=fleet.reads, elapsed_s=round(time.time() - started, 3),
-                  throttling={"throttled_429": pacing.throttled, "lowest_remaining": dict(pacing.lowest)})
+                  waiting={"list_sweeps": pipeline.sweeps if pipeline else 0,
+                           "list_pages": pipeline.list_reads if pipeline else 0,
+                           "single_reads": pipeline.single_reads if pipeline else 0},
+                  throttling=azure.connection.pacing.scheduler.snapshot())
     failed = [host for host, outcome in hosts.items() if outcome["failed"]]
     if failed and not params["ignore_vm_failures"]:
         azure.fail("%d of %d VMs failed: %s" % (len(failed), len(hosts), "; ".join(
