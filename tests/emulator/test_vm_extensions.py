@@ -11,6 +11,9 @@ CUSTOM_SCRIPT = {"location": LOCATION, "properties": {
     "autoUpgradeMinorVersion": True, "settings": {"commandToExecute": "echo hi"},
     "protectedSettings": {"storageAccountKey": "s3cret", "nested": {"token": "t0ken"}}}}
 
+MONITOR = {"location": LOCATION, "properties": {
+    "publisher": "Microsoft.Azure.Monitor", "type": "AzureMonitorLinuxAgent", "typeHandlerVersion": "1.0"}}
+
 
 @pytest.fixture
 def fast(emulator):
@@ -18,7 +21,7 @@ def fast(emulator):
     return emulator
 
 
-def test_create_runs_handler_every_time(fast):
+def test_create_then_repeat_masks_protected_settings(fast):
     client = compute(fast)
     fast.faults([{"extension": {"vm": "vm-web-02", "name": "cs", "outcome": "succeeded", "stdout": "hi"}}])
     result = client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "cs", CUSTOM_SCRIPT).result()
@@ -41,7 +44,7 @@ def test_put_response_and_transitioning_state(fast):
     assert "/providers/Microsoft.Compute/locations/westeurope/operations/" in headers["Azure-AsyncOperation"]
     view = compute(fast).virtual_machines.instance_view(RG, "vm-web-02").extensions[0]
     assert view.statuses[0].code == "ProvisioningState/transitioning"
-    status, dummy, body = raw(fast, "PUT", vm_path(fast, "vm-web-02", "/extensions/other"), CUSTOM_SCRIPT)
+    status, dummy, body = raw(fast, "PUT", vm_path(fast, "vm-web-02", "/extensions/other"), MONITOR)
     assert status == 409 and body["error"]["code"] == "Conflict" and "vm-web-02" in body["error"]["message"]
     with pytest.raises(ResourceExistsError):
         compute(fast).virtual_machine_extensions.begin_delete(RG, "vm-web-02", "cs")
@@ -57,8 +60,10 @@ def test_failure_fault_reaches_the_sdk(fast):
     ext = client.virtual_machine_extensions.get(RG, "vm-web-02", "cs", expand="instanceView")
     assert ext.provisioning_state == "Failed"
     assert ext.instance_view.statuses[0].message == "Enable failed: boom\n[stdout]\n\n[stderr]\nno such file\n"
-    # times: 1 -> the retry succeeds
-    client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "cs", CUSTOM_SCRIPT).result()
+    # times: 1 -> a rerun (a new forceUpdateTag: the same definition alone does not rerun the handler) succeeds
+    rerun = {**CUSTOM_SCRIPT, "properties": {**CUSTOM_SCRIPT["properties"], "forceUpdateTag": "2"}}
+    client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "cs", rerun).result()
+    assert client.virtual_machine_extensions.get(RG, "vm-web-02", "cs").provisioning_state == "Succeeded"
 
 
 def test_timeout_fault_stays_in_progress(fast):
@@ -74,7 +79,7 @@ def test_timeout_fault_stays_in_progress(fast):
 def test_failed_sibling_blocks_new_install(fast):
     client = compute(fast)
     with pytest.raises(HttpResponseError) as exc:
-        client.virtual_machine_extensions.begin_create_or_update(RG, "vm-failed-ext", "second", CUSTOM_SCRIPT).result()
+        client.virtual_machine_extensions.begin_create_or_update(RG, "vm-failed-ext", "second", MONITOR).result()
     assert "VMExtensionProvisioningError" in str(exc.value) and "'installApp'" in str(exc.value)
     assert "ech: not found" in str(exc.value)
     fixed = dict(CUSTOM_SCRIPT)

@@ -7,7 +7,10 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from emulator_clients import RG, compute
 
 EXT = {"properties": {"publisher": "Microsoft.Azure.Extensions", "type": "CustomScript", "typeHandlerVersion": "2.1",
-                      "settings": {"commandToExecute": "echo hi"}, "protectedSettings": {"k": "secret"}}}
+                      "settings": {"commandToExecute": "echo hi"}, "protectedSettings": {"k": "vmss-s3cret-value"}}}
+
+OTHER = {"properties": {"publisher": "Microsoft.Azure.Monitor", "type": "AzureMonitorLinuxAgent",
+                        "typeHandlerVersion": "1.0"}}
 
 
 def _instances(client, vmss):
@@ -50,7 +53,7 @@ def test_manual_upgrade_with_failing_instance(emulator):
     assert _ext_status(_instances(client, "vmss-manual")["0"]) is not None  # still there until upgraded
     client.virtual_machine_scale_sets.begin_update_instances(RG, "vmss-manual", {"instanceIds": ["0"]}).result()
     assert _ext_status(_instances(client, "vmss-manual")["0"]) is None
-    assert "secret" not in str(emulator.state())
+    assert "vmss-s3cret-value" not in str(emulator.state())
 
 
 def test_write_during_a_rollout_conflicts(emulator):
@@ -59,7 +62,7 @@ def test_write_during_a_rollout_conflicts(emulator):
     client = compute(emulator)
     poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "cs", EXT)
     with pytest.raises(ResourceExistsError):
-        client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "other", EXT)
+        client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-auto", "other", OTHER)
     assert poller.status().lower() == "inprogress"
     emulator.reset()  # ends the held operation, so the poller's thread stops
 

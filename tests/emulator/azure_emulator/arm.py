@@ -73,14 +73,98 @@ def lookup(collection, ctx, rg, name, kind):
     return item
 
 
+# --- api-versions ---------------------------------------------------------------------------------------------
+# The versions each served resource type answers, newest first: every version the SDKs in requirements.txt send
+# (azure-mgmt-compute 39.0.0: 2026-04-01; azure-mgmt-resource 26.0.0: 2025-04-01; azure-mgmt-resource-features
+# 1.0.0: 2021-07-01), those of azure.azcollection 3.21.0's pins (azure-mgmt-compute 33.0.0: 2024-07-01;
+# azure-mgmt-resource 23.2.0: 2022-09-01 and features 2021-07-01), every version folder of those multi-API packages
+# that has the operation (so an older SDK or a client pinning api_version keeps working), the recordings'
+# (2020-06-01, 2023-09-01) and the REST spec folders in tests/data/arm-examples (Compute 2025-04-01, Features
+# 2025-03-01). Anything else is refused as ARM refuses it (see check_api_version).
+COMPUTE_API_VERSIONS = (
+    "2026-04-01", "2025-04-01", "2024-11-01", "2024-07-01", "2024-03-01", "2023-09-01", "2023-07-01", "2023-03-01",
+    "2022-11-01", "2022-08-01", "2022-03-01", "2021-11-01", "2021-07-01", "2021-04-01", "2021-03-01", "2020-12-01",
+    "2020-06-01", "2019-12-01", "2019-07-01", "2019-03-01", "2018-10-01", "2018-06-01", "2018-04-01", "2017-12-01",
+    "2017-03-30", "2016-04-30-preview", "2016-03-30", "2015-06-15")
+RESOURCES_API_VERSIONS = (
+    "2025-04-01", "2022-09-01", "2021-04-01", "2021-01-01", "2020-10-01", "2020-06-01", "2019-10-01", "2019-08-01",
+    "2019-07-01", "2019-05-10", "2019-05-01", "2019-03-01", "2018-05-01", "2018-02-01", "2017-05-10", "2016-09-01",
+    "2016-02-01")
+# Tags at a scope (Microsoft.Resources/tags) exist from 2019-10-01 on.
+TAGS_API_VERSIONS = tuple(v for v in RESOURCES_API_VERSIONS if v >= "2019-10-01")
+FEATURES_API_VERSIONS = ("2025-03-01", "2021-07-01", "2015-12-01")
+API_VERSIONS = {
+    "Microsoft.Compute": COMPUTE_API_VERSIONS,
+    "Microsoft.Resources": RESOURCES_API_VERSIONS,
+    "Microsoft.Resources/tags": TAGS_API_VERSIONS,
+    "Microsoft.Features": FEATURES_API_VERSIONS,
+}
+# Resource types a provider document lists (GET /subscriptions/{s}/providers/{namespace}), with their versions.
+PROVIDER_RESOURCE_TYPES = {
+    "microsoft.compute": ["virtualMachines", "virtualMachines/extensions", "virtualMachineScaleSets",
+                          "virtualMachineScaleSets/extensions", "virtualMachineScaleSets/virtualMachines",
+                          "virtualMachineScaleSets/virtualMachines/extensions", "locations",
+                          "locations/operations", "locations/publishers", "locations/virtualMachines"],
+    "microsoft.features": ["features", "providers", "featureProviders"],
+    "microsoft.resources": ["resourceGroups", "providers", "subscriptions", "tags"],
+}
+_API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-(preview|beta|alpha|privatepreview))?$", re.IGNORECASE)
+
+
+def api_versions(namespace, resource_type=""):
+    if namespace.lower() == "microsoft.resources" and resource_type.lower() == "tags":
+        return TAGS_API_VERSIONS
+    for key, versions in API_VERSIONS.items():
+        if key.lower() == namespace.lower():
+            return versions
+    return ()
+
+
+def check_api_version(ctx, namespace, resource_type, location):
+    """Refuse an api-version the resource type does not have, with ARM's errors:
+
+    - a string that is no api-version at all, or any unknown version of ARM's own Microsoft.Resources types:
+      400 InvalidApiVersionParameter "The api-version '...' is invalid. The supported versions are '...'.";
+    - a well-formed version a resource provider's type does not have: 400 NoRegisteredProviderFound "No
+      registered resource provider found for location '...' and API version '...' for type '...'. The supported
+      api-versions are '...'. The supported locations are '...'."
+    """
+    version = ctx.api_version
+    versions = api_versions(namespace, resource_type)
+    if version in versions:
+        return
+    if not _API_VERSION_SHAPE.match(version) or namespace.lower() == "microsoft.resources":
+        raise ArmError(400, "InvalidApiVersionParameter",
+                       f"The api-version '{version}' is invalid. The supported versions are '{','.join(versions)}'.")
+    locations = sorted({g["location"] for g in ctx.sub.resource_groups.values()} | {location})
+    raise ArmError(400, "NoRegisteredProviderFound",
+                   f"No registered resource provider found for location '{location}' and API version '{version}' "
+                   f"for type '{resource_type}'. The supported api-versions are '{', '.join(versions)}'. "
+                   f"The supported locations are '{', '.join(locations)}'.")
+
+
 class Router:
-    """(method, path regex) -> handler(ctx, **groups); ARM paths are case-insensitive."""
+    """(method, path regex) -> handler(ctx, **groups); ARM paths are case-insensitive.
+
+    Each route names its resource type ("Microsoft.Compute/virtualMachines/extensions"); the request's
+    api-version is checked against that type's versions before the handler runs.
+    """
 
     def __init__(self):
         self.routes = []
 
-    def add(self, method, pattern, func):
-        self.routes.append((method, re.compile("^" + pattern + "$", re.IGNORECASE), func))
+    def add(self, method, pattern, func, rtype):
+        namespace, dummy, resource_type = rtype.partition("/")
+
+        def checked(ctx, **groups):
+            location = groups.get("location")
+            if location is None and groups.get("rg") and ctx.sub is not None:
+                group = ctx.sub.resource_groups.get(groups["rg"].lower())
+                location = group["location"] if group else None
+            check_api_version(ctx, namespace, resource_type, (location or "westeurope").lower())
+            return func(ctx, **groups)
+
+        self.routes.append((method, re.compile("^" + pattern + "$", re.IGNORECASE), checked))
 
     def resolve(self, method, path):
         allowed = False

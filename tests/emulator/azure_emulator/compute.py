@@ -17,6 +17,7 @@ from .validation import require_object, required_missing, validate_model
 
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 EXT_TYPE = "Microsoft.Compute/virtualMachines/extensions"
+IMAGE_TYPE = "Microsoft.Compute/locations/publishers"
 # Public properties an extension keeps, in the order ARM returns them.
 KEPT_PROPERTIES = ("autoUpgradeMinorVersion", "forceUpdateTag", "enableAutomaticUpgrade", "suppressFailures",
                    "publisher", "type", "typeHandlerVersion", "settings", "provisionAfterExtensions",
@@ -59,6 +60,16 @@ def extension_body(ctx, vm, ext, provisioning_state=None, instance_view=False):
         body["tags"] = ext.tags
     body["properties"] = props
     return body
+
+
+LINUX_IMAGE = {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2",
+               "version": "latest", "exactVersion": "22.04.202404080"}
+WINDOWS_IMAGE = {"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer", "sku": "2022-datacenter-azure-edition",
+                 "version": "latest", "exactVersion": "20348.2340.240303"}
+
+
+def nic_id(vm):
+    return f"/subscriptions/{vm.sub}/resourceGroups/{vm.rg}/providers/Microsoft.Network/networkInterfaces/{vm.name}-nic"
 
 
 def vm_id(vm):
@@ -117,15 +128,31 @@ def vm_body(ctx, vm, with_instance_view=False):
     windows = vm.os_type == "Windows"
     os_profile = {"computerName": vm.name, "adminUsername": "azureuser"}
     if windows:
-        os_profile["windowsConfiguration"] = {"provisionVMAgent": True, "enableAutomaticUpdates": True}
+        os_profile["windowsConfiguration"] = {"provisionVMAgent": True, "enableAutomaticUpdates": True,
+                                              "patchSettings": {"patchMode": "AutomaticByOS"}}
     else:
-        os_profile["linuxConfiguration"] = {"disablePasswordAuthentication": True, "provisionVMAgent": True}
+        os_profile["linuxConfiguration"] = {"disablePasswordAuthentication": True, "provisionVMAgent": True,
+                                            "patchSettings": {"patchMode": "ImageDefault"}}
+    os_profile.update(secrets=[], allowExtensionOperations=True, requireGuestProvisionSignal=True)
     properties = {
         "vmId": vm.vm_id,
         "hardwareProfile": {"vmSize": "Standard_B2s"},
-        "storageProfile": {"osDisk": {"osType": vm.os_type, "name": f"{vm.name}_OsDisk_1",
-                                      "createOption": "FromImage", "caching": "ReadWrite"}},
+        # The shape of the recorded real body (tests/data/recordings/test_mgmt_compute.test_vm_extensions.yaml,
+        # the VM PUT/GET): imageReference, osDisk, dataDisks (a list, even empty), osProfile with secrets and
+        # allowExtensionOperations, networkProfile with the NIC ids. Clients such as azure.azcollection's
+        # azure_rm_virtualmachine_info read all of them.
+        "storageProfile": {
+            "imageReference": dict(WINDOWS_IMAGE if windows else LINUX_IMAGE),
+            "osDisk": {"osType": vm.os_type, "name": f"{vm.name}_OsDisk_1", "createOption": "FromImage",
+                       "caching": "ReadWrite", "managedDisk": {
+                           "storageAccountType": "Premium_LRS",
+                           "id": f"/subscriptions/{vm.sub}/resourceGroups/{vm.rg}/providers/Microsoft.Compute/disks/"
+                                 f"{vm.name}_OsDisk_1"},
+                       "deleteOption": "Delete", "diskSizeGB": 30},
+            "dataDisks": [],
+        },
         "osProfile": os_profile,
+        "networkProfile": {"networkInterfaces": [{"id": nic_id(vm)}]},
         "provisioningState": vm_provisioning_state(ctx, vm),
     }
     if with_instance_view:
@@ -211,32 +238,92 @@ def _run_handler(ctx, vm, ext, kind):
     return ctx.state.new_operation(vm.location, ctx.now, ext.run.end, error)
 
 
-def put_extension(ctx, sub, rg, vm, name):
-    vm = find_vm(ctx, rg, vm)
+def check_property_change(existing, props):
+    """Publisher and type of an existing extension cannot change in place (delete it and create it again)."""
+    for key in ("publisher", "type"):
+        if key in props and props[key].lower() != existing.props.get(key, "").lower():
+            raise ArmError(400, "PropertyChangeNotAllowed", f"Changing property '{key}' is not allowed.", target=key)
+
+
+def check_one_per_handler(state, location, extensions, name, props, os_type):
+    """One extension per handler (publisher.type) on a VM or in a scale-set model, as the real error says:
+    "Multiple VMExtensions per handler not supported for OS type 'Linux'. VMExtension '...' with handler '...'
+    already added or specified in input." Only handlers whose image says supportsMultipleExtensions are exempt."""
+    ident = (props.get("publisher", "").lower(), props.get("type", "").lower())
+    if handlers.supports_multiple_extensions(ident[1]):
+        return
+    for other in extensions.values():
+        if other.name.lower() == name.lower() or other.deleting_until is not None:
+            continue
+        if (other.props.get("publisher", "").lower(), other.props.get("type", "").lower()) == ident:
+            handler = f"{other.props.get('publisher')}.{other.props.get('type')}"
+            raise ArmError(400, "BadRequest",
+                           f"Multiple VMExtensions per handler not supported for OS type '{os_type}'. VMExtension "
+                           f"'{other.name}' with handler '{handler}' already added or specified in input.")
+
+
+def written_extension(ctx, existing, name, location, properties, patch, tags_missing):
+    """The extension a PUT (patch=False) or PATCH leaves: a new Extension object (run not yet set)."""
+    if patch:
+        merged = dict(existing.props, **{k: v for k, v in properties.items() if k != "protectedSettings"})
+        protected = (ctx.state.protected_digest(properties["protectedSettings"])
+                     if "protectedSettings" in properties else existing.protected)
+    else:
+        merged = properties
+        protected = ctx.state.protected_digest(properties.get("protectedSettings"))
+    ext = Extension(existing.name if existing else name, canonical_props(ctx.state, location, merged), None,
+                    protected=protected)
+    if patch and tags_missing:
+        ext.tags = existing.tags  # a PATCH keeps what it does not name; a PUT replaces
+    return ext
+
+
+def unchanged(existing, ext):
+    """Azure reruns a handler only for a changed definition (settings, protected settings, version, flags) or a
+    new forceUpdateTag value (which is why forceUpdateTag exists); an identical write leaves the handler alone."""
+    return existing is not None and existing.deleting_until is None and existing.definition() == ext.definition()
+
+
+def _no_op_write(ctx, vm, existing, status):
+    """An identical PUT/PATCH: 200 with provisioningState "Updating" and an operation that ends at once with the
+    existing run's outcome; no handler runs, so no queued handler fault is consumed. The real recording
+    (tests/data/recordings/azure-sdk-assets_...extensions-subset.json) shows exactly this: an unchanged PATCH
+    answered "Updating" and its operation ended 0.23 s later, where the create had taken minutes."""
+    run = existing.run
+    end = ctx.now if run.finished(ctx.now) else run.end
+    error = handlers.provisioning_error(existing.name, existing.props, run) if run.outcome == "failed" else None
+    op = ctx.state.new_operation(vm.location, ctx.now, end, error)
+    return status, extension_body(ctx, vm, existing, "Updating"), ctx.async_headers(op)
+
+
+def _write_extension(ctx, vm, name, model, patch):
     existing = vm.extensions.get(name.lower())
-    properties = check_extension_body(ctx.body, compute_models.VirtualMachineExtension, new=existing is None)
+    if patch and existing is None:
+        raise not_found(f"{VM_TYPE}/{vm.name}/extensions", name, vm.rg)
+    properties = check_extension_body(ctx.body, model, new=existing is None)
+    if existing is not None:
+        check_property_change(existing, properties)
+    ext = written_extension(ctx, existing, name, vm.location, properties, patch, "tags" not in ctx.body)
+    check_one_per_handler(ctx.state, vm.location, vm.extensions, name, ext.props, vm.os_type)
     _writable(ctx, vm, "PutVMExtension" if existing is None else "UpdateVMExtension")
+    ext.location = ctx.body.get("location") or (existing.location if existing else None) or vm.location
+    if "tags" in ctx.body:
+        ext.tags = ctx.body["tags"]
+    if unchanged(existing, ext):
+        existing.tags = ext.tags
+        return _no_op_write(ctx, vm, existing, 200)
     kind = "Creating" if existing is None else "Updating"
-    ext = Extension(existing.name if existing else name, canonical_props(ctx.state, vm.location, properties), None,
-                    location=ctx.body.get("location") or vm.location, tags=ctx.body.get("tags"),
-                    has_protected="protectedSettings" in properties)
     vm.extensions[name.lower()] = ext
     op = _run_handler(ctx, vm, ext, kind)
     return (201 if existing is None else 200), extension_body(ctx, vm, ext, kind), ctx.async_headers(op)
 
 
+def put_extension(ctx, sub, rg, vm, name):
+    return _write_extension(ctx, find_vm(ctx, rg, vm), name, compute_models.VirtualMachineExtension, patch=False)
+
+
 def patch_extension(ctx, sub, rg, vm, name):
-    vm = find_vm(ctx, rg, vm)
-    ext = find_extension(vm, name)
-    properties = check_extension_body(ctx.body, compute_models.VirtualMachineExtensionUpdate, new=False)
-    _writable(ctx, vm, "UpdateVMExtension")
-    merged = dict(ext.props, **{k: v for k, v in properties.items() if k != "protectedSettings"})
-    ext.props = canonical_props(ctx.state, vm.location, merged)
-    ext.has_protected = ext.has_protected or "protectedSettings" in properties
-    if "tags" in ctx.body:
-        ext.tags = ctx.body["tags"]
-    op = _run_handler(ctx, vm, ext, "Updating")
-    return 200, extension_body(ctx, vm, ext, "Updating"), ctx.async_headers(op)
+    return _write_extension(ctx, find_vm(ctx, rg, vm), name, compute_models.VirtualMachineExtensionUpdate, patch=True)
 
 
 def get_extension(ctx, sub, rg, vm, name):
@@ -352,8 +439,8 @@ def get_image_version(ctx, sub, location, publisher, type_name, version):
     os_name = image["os"] or "Linux"
     return 200, {
         "properties": {"operatingSystem": os_name, "computeRole": "IaaS", "handlerSchema": "",
-                       "vmScaleSetEnabled": True, "supportsMultipleExtensions": image["type"].lower() in (
-                           "customscript", "runcommandhandlerlinux", "runcommandhandlerwindows")},
+                       "vmScaleSetEnabled": True,
+                       "supportsMultipleExtensions": handlers.supports_multiple_extensions(image["type"])},
         "location": location, "name": version,
         "id": f"{_image_base(ctx, location, image)}/Versions/{version}",
     }
@@ -361,20 +448,21 @@ def get_image_version(ctx, sub, location, publisher, type_name, version):
 
 def register(router):
     vm = rf"{COMPUTE}/virtualMachines/(?P<vm>[^/]+)"
-    router.add("GET", rf"{COMPUTE}/virtualMachines", list_vms)
-    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachines", list_all_vms)
+    router.add("GET", rf"{COMPUTE}/virtualMachines", list_vms, VM_TYPE)
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachines", list_all_vms, VM_TYPE)
     router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/virtualMachines",
-               list_vms_by_location)
-    router.add("GET", vm, get_vm)
-    router.add("GET", rf"{vm}/instanceView", get_vm_instance_view)
-    router.add("GET", rf"{vm}/extensions", list_extensions)
+               list_vms_by_location, "Microsoft.Compute/locations/virtualMachines")
+    router.add("GET", vm, get_vm, VM_TYPE)
+    router.add("GET", rf"{vm}/instanceView", get_vm_instance_view, VM_TYPE)
+    router.add("GET", rf"{vm}/extensions", list_extensions, EXT_TYPE)
     for method, func in (("PUT", put_extension), ("PATCH", patch_extension), ("GET", get_extension),
                          ("DELETE", delete_extension)):
-        router.add(method, rf"{vm}/extensions/(?P<name>[^/]+)", func)
+        router.add(method, rf"{vm}/extensions/(?P<name>[^/]+)", func, EXT_TYPE)
     router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/operations/(?P<op_id>[^/]+)",
-               get_operation)
+               get_operation, "Microsoft.Compute/locations/operations")
     images = rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/publishers/(?P<publisher>[^/]+)" \
              r"/artifacttypes/vmextension/types"
-    router.add("GET", images, list_image_types)
-    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions", list_image_versions)
-    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions/(?P<version>[^/]+)", get_image_version)
+    router.add("GET", images, list_image_types, IMAGE_TYPE)
+    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions", list_image_versions, IMAGE_TYPE)
+    router.add("GET", rf"{images}/(?P<type_name>[^/]+)/versions/(?P<version>[^/]+)", get_image_version,
+               IMAGE_TYPE)

@@ -3,10 +3,16 @@
 Neither is long-running in ARM's sense: every call answers 200 at once, and the state moves on by itself
 (NotRegistered -> Registering -> Registered), which is exactly why clients must poll the GET.
 """
-from .arm import SUB
+from .arm import PROVIDER_RESOURCE_TYPES, SUB, api_versions
 from .errors import ArmError
 
 FEATURE_TYPE = "Microsoft.Features/providers/features"
+
+
+def _is(state, *names):
+    """Registration states compared case-insensitively: ARM itself spells them both ways (the REST examples in
+    tests/data/arm-examples/features answer "registered", the portal and CLI show "Registered")."""
+    return state.lower() in {name.lower() for name in names}
 
 
 def _feature_body(ctx, feature):
@@ -34,14 +40,14 @@ def get_feature(ctx, sub, namespace, feature):
 
 def register_feature(ctx, sub, namespace, feature):
     found = _feature(ctx, namespace, feature)
-    if found.current(ctx.now) in ("NotRegistered", "Unregistered", "Unregistering"):
+    if _is(found.current(ctx.now), "NotRegistered", "Unregistered", "Unregistering"):
         found.move("Registering", "Registered", ctx.now, ctx.state.settings["feature_registration_s"])
     return 200, _feature_body(ctx, found)
 
 
 def unregister_feature(ctx, sub, namespace, feature):
     found = _feature(ctx, namespace, feature)
-    if found.current(ctx.now) in ("Registered", "Registering", "Pending"):
+    if _is(found.current(ctx.now), "Registered", "Registering", "Pending"):
         found.move("Unregistering", "Unregistered", ctx.now, ctx.state.settings["feature_registration_s"])
     return 200, _feature_body(ctx, found)
 
@@ -55,18 +61,16 @@ def list_all_features(ctx, sub):
     return 200, ctx.page([_feature_body(ctx, f) for f in ctx.sub.features.values()])
 
 
-PROVIDER_RESOURCE_TYPES = {
-    "microsoft.compute": ["virtualMachines", "virtualMachines/extensions", "virtualMachineScaleSets",
-                          "virtualMachineScaleSets/extensions", "locations/operations", "locations/publishers"],
-    "microsoft.features": ["features", "providers", "featureProviders"],
-}
-
-
 def _provider(ctx, namespace):
     found = ctx.sub.providers.get(namespace.lower())
     if found is None:
         raise ArmError(404, "InvalidResourceNamespace", f"The resource namespace '{namespace}' is invalid.")
     return found
+
+
+def _locations(ctx):
+    names = {"westeurope": "West Europe", "northeurope": "North Europe", "eastus": "East US", "westus": "West US"}
+    return sorted({names.get(g["location"].lower(), g["location"]) for g in ctx.sub.resource_groups.values()})
 
 
 def _provider_body(ctx, provider):
@@ -75,8 +79,10 @@ def _provider_body(ctx, provider):
         "namespace": provider.namespace,
         "registrationState": provider.current(ctx.now),
         "registrationPolicy": "RegistrationRequired",
+        # The types this emulator serves with the api-versions it accepts for them (arm.API_VERSIONS), as ARM
+        # lists a provider's real versions (tests/data/arm-examples/resources/2025-04-01/GetProvider.json).
         "resourceTypes": [
-            {"resourceType": rt, "locations": ["West Europe"], "apiVersions": [ctx.api_version or "2025-04-01"],
+            {"resourceType": rt, "locations": _locations(ctx), "apiVersions": list(api_versions(provider.namespace, rt)),
              "capabilities": "None"}
             for rt in PROVIDER_RESOURCE_TYPES.get(provider.namespace.lower(), [])],
     }
@@ -92,29 +98,30 @@ def list_providers(ctx, sub):
 
 def register_provider(ctx, sub, namespace):
     provider = _provider(ctx, namespace)
-    if provider.current(ctx.now) in ("NotRegistered", "Unregistered", "Unregistering"):
+    if _is(provider.current(ctx.now), "NotRegistered", "Unregistered", "Unregistering"):
         provider.move("Registering", "Registered", ctx.now, ctx.state.settings["provider_registration_s"])
     return 200, _provider_body(ctx, provider)
 
 
 def unregister_provider(ctx, sub, namespace):
     provider = _provider(ctx, namespace)
-    if provider.current(ctx.now) in ("Registered", "Registering"):
+    if _is(provider.current(ctx.now), "Registered", "Registering"):
         provider.move("Unregistering", "Unregistered", ctx.now, ctx.state.settings["provider_registration_s"])
     return 200, _provider_body(ctx, provider)
 
 
 def register(router):
     features = rf"{SUB}/providers/Microsoft\.Features/providers/(?P<namespace>[^/]+)/features"
-    router.add("GET", rf"{SUB}/providers/Microsoft\.Features/features", list_all_features)
-    router.add("GET", features, list_namespace_features)
-    router.add("GET", rf"{features}/(?P<feature>[^/]+)", get_feature)
-    router.add("POST", rf"{features}/(?P<feature>[^/]+)/register", register_feature)
-    router.add("POST", rf"{features}/(?P<feature>[^/]+)/unregister", unregister_feature)
-    router.add("GET", rf"{SUB}/providers", list_providers)
-    router.add("GET", rf"{SUB}/providers/(?P<namespace>[^/]+)", get_provider)
-    router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/register", register_provider)
-    router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/unregister", unregister_provider)
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Features/features", list_all_features, FEATURE_TYPE)
+    router.add("GET", features, list_namespace_features, FEATURE_TYPE)
+    router.add("GET", rf"{features}/(?P<feature>[^/]+)", get_feature, FEATURE_TYPE)
+    router.add("POST", rf"{features}/(?P<feature>[^/]+)/register", register_feature, FEATURE_TYPE)
+    router.add("POST", rf"{features}/(?P<feature>[^/]+)/unregister", unregister_feature, FEATURE_TYPE)
+    providers = "Microsoft.Resources/providers"
+    router.add("GET", rf"{SUB}/providers", list_providers, providers)
+    router.add("GET", rf"{SUB}/providers/(?P<namespace>[^/]+)", get_provider, providers)
+    router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/register", register_provider, providers)
+    router.add("POST", rf"{SUB}/providers/(?P<namespace>[^/]+)/unregister", unregister_provider, providers)
 
 
 # --- Microsoft.Resources resource groups (read-only; what azure.azcollection reads before each VM call) --------
@@ -126,4 +133,5 @@ def get_resource_group(ctx, sub, rg):
 
 
 def register_resource_groups(router):
-    router.add("GET", rf"{SUB}/resourceGroups/(?P<rg>[^/]+)", get_resource_group)
+    router.add("GET", rf"{SUB}/resourceGroups/(?P<rg>[^/]+)", get_resource_group,
+               "Microsoft.Resources/resourceGroups")

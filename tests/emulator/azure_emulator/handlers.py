@@ -12,6 +12,15 @@ WINDOWS_CUSTOM_SCRIPT = ("microsoft.compute", "customscriptextension")
 DEFAULT_FAILURE = "Enable failed: failed to execute command: command terminated with exit status=1"
 
 
+# Handlers that accept several extensions of their type on one VM. CustomScript is not one of them: a second one
+# fails with "Multiple VMExtensions per handler not supported" (see compute.check_one_per_handler).
+MULTIPLE_EXTENSION_TYPES = ("runcommandhandlerlinux", "runcommandhandlerwindows")
+
+
+def supports_multiple_extensions(type_name):
+    return type_name.lower() in MULTIPLE_EXTENSION_TYPES
+
+
 def iso(ts):
     """ARM's timestamp format in operation bodies: 2023-12-28T06:14:28.5433128+00:00."""
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="microseconds")
@@ -67,6 +76,17 @@ def provisioning_error(name, props, run):
     }
 
 
+def failed_code(props, os_type):
+    """A failed handler's status code as the agents report it (../shared/reference/arm-protocol.md, "Failure
+    shape", from seeds 000/002/004): Linux `ProvisioningState/failed/0`; the Windows CustomScriptExtension
+    `ProvisioningState/failed/-196608`; other Windows handlers keep `/1` (no real sample)."""
+    if os_type != "Windows":
+        return "ProvisioningState/failed/0"
+    if _ident(props) == WINDOWS_CUSTOM_SCRIPT:
+        return "ProvisioningState/failed/-196608"
+    return "ProvisioningState/failed/1"
+
+
 def extension_statuses(ext, os_type, now):
     """(statuses, substatuses) of an extension's instance view."""
     run = ext.run
@@ -77,7 +97,7 @@ def extension_statuses(ext, os_type, now):
         statuses = [{"code": "ProvisioningState/succeeded", "level": "Info",
                      "displayStatus": "Provisioning succeeded", "message": run.message}]
     else:
-        statuses = [{"code": "ProvisioningState/failed/1", "level": "Error",
+        statuses = [{"code": failed_code(ext.props, os_type), "level": "Error",
                      "displayStatus": "Provisioning failed", "message": run.message}]
     substatuses = None
     if _ident(ext.props) == WINDOWS_CUSTOM_SCRIPT:
@@ -113,7 +133,7 @@ def extension_instance_view(state, ext, os_type, location, now):
     view = {
         "name": ext.name,
         "type": f"{ext.props.get('publisher')}.{ext.props.get('type')}",
-        "typeHandlerVersion": handler_version(state, location, ext.props),
+        "typeHandlerVersion": ext.run.version or handler_version(state, location, ext.props),
         "statuses": statuses,
     }
     if substatuses is not None:
@@ -135,7 +155,7 @@ def vm_agent_view(state, agent_status, agent_version, extensions, location, now)
             ok = ext.run.finished(now) and ext.run.outcome == "succeeded"
             handlers.append({
                 "type": f"{ext.props.get('publisher')}.{ext.props.get('type')}",
-                "typeHandlerVersion": handler_version(state, location, ext.props),
+                "typeHandlerVersion": ext.run.version or handler_version(state, location, ext.props),
                 "status": {"code": "ProvisioningState/succeeded" if ok else "ProvisioningState/Unavailable",
                            "level": "Info" if ok else "Warning",
                            "displayStatus": "Ready" if ok else "Not Ready"},

@@ -6,6 +6,10 @@ features registering) is stored as start/end timestamps and resolved lazily when
 background timers and the outcome of a run is fixed the moment it starts (deterministic tests).
 """
 import copy
+import hashlib
+import hmac
+import json
+import os
 import re
 import threading
 import uuid
@@ -50,9 +54,11 @@ class HandlerRun:
     already shaped the way the real handler reports it.
     """
 
-    def __init__(self, start, end, outcome, message, kind="Creating", stdout="", stderr=""):
+    def __init__(self, start, end, outcome, message, kind="Creating", stdout="", stderr="", version=None):
         self.start, self.end, self.outcome, self.message = start, end, outcome, message
         self.kind, self.stdout, self.stderr = kind, stdout, stderr
+        # The handler version this run installed (None: the newest the catalogue allows, read when shown).
+        self.version = version
 
     def finished(self, now):
         return self.end is not None and now >= self.end
@@ -66,15 +72,25 @@ class HandlerRun:
 class Extension:
     """An extension as the VM (or scale-set instance) holds it: public properties plus the last handler run."""
 
-    def __init__(self, name, props, run, location=None, tags=None, has_protected=False, version=0):
+    def __init__(self, name, props, run, location=None, tags=None, protected=None, version=0):
         self.name = name
         self.props = props          # ARM-shaped public properties (publisher, type, typeHandlerVersion, settings...)
         self.run = run
         self.location = location
         self.tags = tags
-        self.has_protected = has_protected  # protected settings are remembered only as "present"
+        # Protected settings are never stored: only a keyed digest (State.protected_digest), enough to tell
+        # whether a write changes them (which reruns the handler), or None when there are none.
+        self.protected = protected
         self.deleting_until = None  # set while a DELETE is in progress
         self.version = version      # scale-set model version in which this definition last changed
+
+    @property
+    def has_protected(self):
+        return self.protected is not None
+
+    def definition(self):
+        """What the handler runs with: a write that leaves this unchanged does not rerun the handler."""
+        return json.dumps(self.props, sort_keys=True), self.protected
 
 
 class VM:
@@ -111,6 +127,7 @@ class ScaleSet:
         self.busy_until = 0.0
         self.unique_id = stable_id(sub, rg, "vmss", name)
         self.tags = {}              # the resource's tags (Microsoft.Resources/tags at the scale set's scope)
+        self.last_rolling = None    # {"op", "instances", "policy"} of the latest rolling upgrade (rollingUpgrades/latest)
 
 
 class Operation:
@@ -163,7 +180,7 @@ def _agent(spec, os_type):
     return status, str(agent.get("version", default_version))
 
 
-def _seed_extension(spec, location, os_type):
+def _seed_extension(spec, location, os_type, digest):
     """An extension from the seed, already in its final state (its handler ran before the emulator started)."""
     from . import handlers  # local import: handlers imports this module
 
@@ -188,9 +205,10 @@ def _seed_extension(spec, location, os_type):
     message = spec.get("message")
     if message is None:
         message = handlers.status_message(props, os_type, outcome, None, spec.get("stdout", ""), spec.get("stderr", ""))
-    run = HandlerRun(0.0, 0.0, outcome, message, stdout=spec.get("stdout", ""), stderr=spec.get("stderr", ""))
+    run = HandlerRun(0.0, 0.0, outcome, message, stdout=spec.get("stdout", ""), stderr=spec.get("stderr", ""),
+                     version=str(spec["handler_version"]) if "handler_version" in spec else None)
     return Extension(spec["name"], props, run, location=location, tags=spec.get("tags"),
-                     has_protected=bool(spec.get("protected_settings")))
+                     protected=digest(spec.get("protected_settings")))
 
 
 def _os_type(spec):
@@ -206,7 +224,15 @@ class State:
     def __init__(self, seed):
         self.lock = threading.RLock()
         self.seed = seed
+        self._digest_key = os.urandom(32)  # per process: digests cannot be compared across runs or guessed
         self.reset()
+
+    def protected_digest(self, protected):
+        """A keyed digest of protected settings (None when there are none); the values themselves are dropped."""
+        if protected is None:
+            return None
+        canonical = json.dumps(protected, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hmac.new(self._digest_key, canonical, hashlib.sha256).hexdigest()
 
     # --- seed -------------------------------------------------------------------------------------------
     def reset(self):
@@ -315,7 +341,7 @@ class State:
         vm = VM(sub.id, rg["name"], spec["name"], spec.get("location", rg["location"]), os_type,
                 spec.get("power_state", "running"), status, version)
         for ext_spec in spec.get("extensions") or []:
-            ext = _seed_extension(ext_spec, vm.location, os_type)
+            ext = _seed_extension(ext_spec, vm.location, os_type, self.protected_digest)
             vm.extensions[ext.name.lower()] = ext
         sub.vms[(rg["name"].lower(), vm.name.lower())] = vm
 
@@ -340,7 +366,7 @@ class State:
                         int(spec.get("max_batch_instance_percent", 20)), status, version)
         vmss.tags = dict(spec.get("tags") or {})
         for ext_spec in spec.get("extensions") or []:
-            ext = _seed_extension(ext_spec, None, os_type)
+            ext = _seed_extension(ext_spec, None, os_type, self.protected_digest)
             ext.version = vmss.model_version
             vmss.extensions[ext.name.lower()] = ext
         ids = spec.get("instances")

@@ -12,10 +12,11 @@ import azure.mgmt.compute.models as compute_models
 
 from . import handlers
 from .arm import COMPUTE, SUB, busy, conflict, lookup
-from .compute import canonical_props, check_extension_body
+from .compute import (check_extension_body, check_one_per_handler, check_property_change, unchanged,
+                      written_extension)
 from .errors import ArmError, not_found
-from .state import Extension, HandlerRun
-from .validation import validate_model
+from .state import HandlerRun, Instance, ScaleSet
+from .validation import required_missing, validate_model
 
 VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 
@@ -91,6 +92,7 @@ def _upgraded_extensions(ctx, ss, instance, at):
         run = handlers.start_run(ctx.state, f"{ss.name}/{instance.instance_id}", model_ext.name, model_ext.props,
                                  ss.os_type, "Creating" if current is None else "Updating", at,
                                  agent_ready=ss.agent_status == "Ready")
+        run.version = handlers.handler_version(ctx.state, ss.location, model_ext.props)
         ext = copy.copy(model_ext)
         ext.run, ext.deleting_until = run, None
         result[key] = ext
@@ -98,18 +100,40 @@ def _upgraded_extensions(ctx, ss, instance, at):
             failures.append((model_ext, run))
     ends = [e.run.end for e in result.values() if e.run.start == at]
     end = None if None in ends else max(ends, default=at)
-    return result, failures, end
+    return result, failures, end, ss.model_version
 
 
-def _schedule(ctx, ss, instances, batch_size=None):
-    """Upgrade `instances` to the current model (in batches when batch_size is set); return the operation."""
+def _latest_extension_versions(ctx, ss, instance, at):
+    """extensionRollingUpgrade: the instance's own extensions that opted into automatic upgrade move to the newest
+    version the catalogue has for them; the model is NOT applied (the instance keeps its model version)."""
+    result, failures = dict(instance.extensions), []
+    for key, ext in instance.extensions.items():
+        latest = handlers.handler_version(ctx.state, ss.location, ext.props)
+        if not ext.props.get("enableAutomaticUpgrade") or (ext.run.version or latest) == latest:
+            continue
+        run = handlers.start_run(ctx.state, f"{ss.name}/{instance.instance_id}", ext.name, ext.props, ss.os_type,
+                                 "Updating", at, agent_ready=ss.agent_status == "Ready")
+        run.version = latest
+        upgraded = copy.copy(ext)
+        upgraded.run = run
+        result[key] = upgraded
+        if run.outcome == "failed":
+            failures.append((ext, run))
+    ends = [e.run.end for e in result.values() if e.run.start == at]
+    end = None if None in ends else max(ends, default=at)
+    return result, failures, end, instance.model_version
+
+
+def _schedule(ctx, ss, instances, batch_size=None, upgrade=_upgraded_extensions):
+    """Upgrade `instances` (to the current model, or as `upgrade` says) in batches when batch_size is set;
+    return the operation."""
     batch_size = batch_size or len(instances) or 1
     start, end, error = ctx.now, ctx.now, None
     for index in range(0, len(instances), batch_size):
         batch_end = start
         for instance in instances[index:index + batch_size]:
-            extensions, failures, finish = _upgraded_extensions(ctx, ss, instance, start)
-            instance.pending = [p for p in instance.pending if p[0] < start] + [(start, ss.model_version, extensions)]
+            extensions, failures, finish, version = upgrade(ctx, ss, instance, start)
+            instance.pending = [p for p in instance.pending if p[0] < start] + [(start, version, extensions)]
             if failures and error is None:
                 model_ext, run = failures[0]
                 error = handlers.provisioning_error(model_ext.name, model_ext.props, run)
@@ -120,7 +144,10 @@ def _schedule(ctx, ss, instances, batch_size=None):
         start = end
     ss.busy_until = end
     settle(ss, ctx.now)
-    return ctx.state.new_operation(ss.location, ctx.now, end, error)
+    op = ctx.state.new_operation(ss.location, ctx.now, end, error)
+    if batch_size < len(instances) or ss.upgrade_mode == "Rolling":
+        ss.last_rolling = {"op": op, "instances": [i.instance_id for i in instances]}
+    return op
 
 
 def _batch_size(ss):
@@ -148,40 +175,41 @@ def _finish_model_ext(ext, op):
 
 
 # --- extensions -----------------------------------------------------------------------------------------------
-def put_extension(ctx, sub, rg, vmss, name):
-    ss = find_scale_set(ctx, rg, vmss)
+def _write_extension(ctx, ss, name, model, patch):
+    """PUT/PATCH of a model extension: the same rules as on a VM (compute.py). An identical definition changes
+    nothing (no new model version, nothing rolled out); a changed one bumps the model and rolls it out by policy."""
     existing = ss.extensions.get(name.lower())
     if existing is not None and existing.deleting_until is not None:
         existing = None
-    properties = check_extension_body(ctx.body, compute_models.VirtualMachineScaleSetExtension, new=existing is None)
-    _writable(ctx, ss, "PutVMScaleSetExtension")
+    if patch and existing is None:
+        raise not_found(f"{VMSS_TYPE}/{ss.name}/extensions", name, ss.rg)
+    properties = check_extension_body(ctx.body, model, new=existing is None)
+    if existing is not None:
+        check_property_change(existing, properties)
+    ext = written_extension(ctx, existing, name, ss.location, properties, patch, True)
+    check_one_per_handler(ctx.state, ss.location, ss.extensions, name, ext.props, ss.os_type)
+    _writable(ctx, ss, "PutVMScaleSetExtension" if not patch else "PatchVMScaleSetExtension")
+    if unchanged(existing, ext):
+        op = ctx.state.new_operation(ss.location, ctx.now, ctx.now)
+        return 200, model_extension_body(ctx, ss, existing, "Updating"), ctx.async_headers(op)
     kind = "Creating" if existing is None else "Updating"
     ss.model_version += 1
-    ext = Extension(existing.name if existing else name, canonical_props(ctx.state, ss.location, properties),
-                    HandlerRun(ctx.now, ctx.now, "succeeded", "", kind),
-                    has_protected="protectedSettings" in properties, version=ss.model_version)
+    ext.run = HandlerRun(ctx.now, ctx.now, "succeeded", "", kind)
+    ext.version = ss.model_version
     ss.extensions[name.lower()] = ext
     op = _after_model_change(ctx, ss)
     _finish_model_ext(ext, op)
     return (201 if existing is None else 200), model_extension_body(ctx, ss, ext, kind), ctx.async_headers(op)
 
 
+def put_extension(ctx, sub, rg, vmss, name):
+    return _write_extension(ctx, find_scale_set(ctx, rg, vmss), name,
+                            compute_models.VirtualMachineScaleSetExtension, patch=False)
+
+
 def patch_extension(ctx, sub, rg, vmss, name):
-    ss = find_scale_set(ctx, rg, vmss)
-    ext = ss.extensions.get(name.lower())
-    if ext is None or ext.deleting_until is not None:
-        raise not_found(f"{VMSS_TYPE}/{ss.name}/extensions", name, ss.rg)
-    properties = check_extension_body(ctx.body, compute_models.VirtualMachineScaleSetExtensionUpdate, new=False)
-    _writable(ctx, ss, "PatchVMScaleSetExtension")
-    ss.model_version += 1
-    merged = dict(ext.props, **{k: v for k, v in properties.items() if k != "protectedSettings"})
-    new = Extension(ext.name, canonical_props(ctx.state, ss.location, merged),
-                    HandlerRun(ctx.now, ctx.now, "succeeded", "", "Updating"),
-                    has_protected=ext.has_protected or "protectedSettings" in properties, version=ss.model_version)
-    ss.extensions[name.lower()] = new
-    op = _after_model_change(ctx, ss)
-    _finish_model_ext(new, op)
-    return 200, model_extension_body(ctx, ss, new, "Updating"), ctx.async_headers(op)
+    return _write_extension(ctx, find_scale_set(ctx, rg, vmss), name,
+                            compute_models.VirtualMachineScaleSetExtensionUpdate, patch=True)
 
 
 def get_extension(ctx, sub, rg, vmss, name):
@@ -228,13 +256,191 @@ def manual_upgrade(ctx, sub, rg, vmss):
 
 
 def extension_rolling_upgrade(ctx, sub, rg, vmss):
+    """POST extensionRollingUpgrade (VirtualMachineScaleSetRollingUpgrades_StartExtensionUpgrade): "move all
+    extensions for all virtual machine scale set instances to the latest available extension version"; instances
+    already running the latest versions are not affected, and the model is not applied. A Manual scale set has
+    no rolling upgrades: refused with 409 OperationNotAllowed (the message text is the emulator's own)."""
     ss = find_scale_set(ctx, rg, vmss)
+    if ss.upgrade_mode == "Manual":
+        raise ArmError(409, "OperationNotAllowed",
+                       f"Rolling upgrade of extensions is not allowed on VM scale set '{ss.name}' because its upgrade "
+                       "policy mode is 'Manual'. Use 'Automatic' or 'Rolling', or upgrade the instances manually.")
     _writable(ctx, ss, "ExtensionRollingUpgrade")
-    op = _schedule(ctx, ss, ss.instances, _batch_size(ss))
+    op = _schedule(ctx, ss, ss.instances, _batch_size(ss), upgrade=_latest_extension_versions)
+    ss.last_rolling = {"op": op, "instances": [i.instance_id for i in ss.instances]}
     return 202, None, ctx.async_headers(op, with_location=True)
 
 
+def rolling_upgrade_latest(ctx, sub, rg, vmss):
+    """GET rollingUpgrades/latest: the status of the latest rolling upgrade (RollingUpgradeStatusInfo)."""
+    ss = find_scale_set(ctx, rg, vmss)
+    latest = ss.last_rolling
+    if latest is None:
+        raise ArmError(404, "NotFound", f"No rolling upgrade has been run on VM scale set '{ss.name}'.")
+    op = latest["op"]
+    status = op.status(ctx.now)
+    counts = {"successfulInstanceCount": 0, "failedInstanceCount": 0, "inProgressInstanceCount": 0,
+              "pendingInstanceCount": 0}
+    by_id = {i.instance_id: i for i in ss.instances}
+    for instance_id in latest["instances"]:
+        instance = by_id.get(instance_id)
+        if instance is None:
+            continue
+        runs = [e.run for e in instance.extensions.values() if e.run.start >= op.start]
+        if instance.pending:
+            counts["pendingInstanceCount"] += 1
+        elif any(not r.finished(ctx.now) for r in runs):
+            counts["inProgressInstanceCount"] += 1
+        elif any(r.outcome == "failed" for r in runs):
+            counts["failedInstanceCount"] += 1
+        else:
+            counts["successfulInstanceCount"] += 1
+    running = {"code": {"InProgress": "RollingForward", "Succeeded": "Completed", "Failed": "Faulted"}[status],
+               "startTime": handlers.iso(op.start), "lastAction": "Start", "lastActionTime": handlers.iso(op.start)}
+    body = {"location": ss.location, "properties": {
+        "policy": _upgrade_policy(ss).get("rollingUpgradePolicy", {}), "runningStatus": running, "progress": counts}}
+    if status == "Failed":
+        body["properties"]["error"] = op.error
+    return 200, body
+
+
+def scale_set_instance_view(ctx, sub, rg, vmss):
+    """GET {scale set}/instanceView: status counts of the instances and of each extension."""
+    ss = find_scale_set(ctx, rg, vmss)
+    vm_codes, ext_codes = {}, {}
+    for instance in ss.instances:
+        vm_code = "ProvisioningState/updating" if instance.pending else "ProvisioningState/succeeded"
+        vm_codes[vm_code] = vm_codes.get(vm_code, 0) + 1
+        for ext in instance.extensions.values():
+            statuses, dummy = handlers.extension_statuses(ext, ss.os_type, ctx.now)
+            per_ext = ext_codes.setdefault(ext.name, {})
+            per_ext[statuses[0]["code"]] = per_ext.get(statuses[0]["code"], 0) + 1
+    state = "Updating" if busy(ss.busy_until, ctx.now) else "Succeeded"
+    return 200, {
+        "virtualMachine": {"statusesSummary": [{"code": c, "count": n} for c, n in vm_codes.items()]},
+        "extensions": [{"name": name, "statusesSummary": [{"code": c, "count": n} for c, n in codes.items()]}
+                       for name, codes in ext_codes.items()],
+        "statuses": [{"code": f"ProvisioningState/{state.lower()}", "level": "Info",
+                      "displayStatus": f"Provisioning {state.lower()}", "time": handlers.iso(ctx.now)}],
+    }
+
+
 # --- scale set and instances ----------------------------------------------------------------------------------
+UPGRADE_MODES = ("Manual", "Automatic", "Rolling")
+
+
+def _model_from_profile(ctx, ss, entries, base):
+    """The extension model a scale-set PUT/PATCH asks for (extensionProfile.extensions), checked by the same rules
+    as the extension child resource. An extension given without protectedSettings keeps its protected settings
+    (a GET body never holds them, so a read-modify-write must not wipe them)."""
+    model = {}
+    for index, entry in enumerate(entries):
+        where = f"properties.virtualMachineProfile.extensionProfile.extensions[{index}]"
+        name = entry.get("name")
+        if not name:
+            raise required_missing(f"{where}.name")
+        props = entry.get("properties") or {}
+        existing = ss.extensions.get(name.lower()) if ss is not None else None
+        if existing is not None and existing.deleting_until is not None:
+            existing = None
+        if existing is None:
+            for key in ("publisher", "type", "typeHandlerVersion"):
+                if props.get(key) in (None, ""):
+                    raise required_missing(f"{where}.properties.{key}")
+        else:
+            check_property_change(existing, props)
+        ext = written_extension(ctx, existing, name, base["location"], props, False, True)
+        if existing is not None and "protectedSettings" not in props:
+            ext.protected = existing.protected
+        check_one_per_handler(ctx.state, base["location"], {k: e for k, (dummy, e) in model.items()}, name,
+                              ext.props, base["os_type"])
+        model[name.lower()] = (existing, ext)
+    return model
+
+
+def _write_scale_set(ctx, rg, name, patch):
+    """PUT (create or replace) and PATCH of the scale set itself, so that another team's change to it (capacity,
+    upgrade policy, tags, the extension profile) can be emulated. Only the parts the emulator models are kept;
+    the body is validated against the SDK's VirtualMachineScaleSet / VirtualMachineScaleSetUpdate model."""
+    validate_model(ctx.body, compute_models.VirtualMachineScaleSetUpdate if patch
+                   else compute_models.VirtualMachineScaleSet)
+    group = ctx.resource_group(rg)
+    ss = ctx.sub.scale_sets.get((rg.lower(), name.lower()))
+    if ss is None and patch:
+        raise not_found(VMSS_TYPE, name, rg)
+    body = ctx.body
+    props = body.get("properties") or {}
+    profile = props.get("virtualMachineProfile") or {}
+    policy = props.get("upgradePolicy") or {}
+    mode = policy.get("mode", ss.upgrade_mode if ss else "Manual")
+    if mode not in UPGRADE_MODES:
+        raise ArmError(400, "InvalidParameter", f"The value '{mode}' of upgradePolicy.mode is not valid; it must be "
+                       f"one of {', '.join(UPGRADE_MODES)}.", target="upgradePolicy.mode")
+    os_type = ((profile.get("storageProfile") or {}).get("osDisk") or {}).get("osType") or (
+        ss.os_type if ss else "Linux")
+    base = {"location": ss.location if ss else body.get("location", group["location"]), "os_type": os_type}
+    entries = (profile.get("extensionProfile") or {}).get("extensions")
+    model = _model_from_profile(ctx, ss, entries, base) if entries is not None else None
+    created = ss is None
+    if created:
+        ss = ScaleSet(ctx.sub.id, group["name"], name, base["location"], os_type, mode, 20, "Ready",
+                      "2.7.41491.1102" if os_type == "Windows" else "2.9.1.1")
+        ctx.sub.scale_sets[(rg.lower(), name.lower())] = ss
+    else:
+        _writable(ctx, ss, "UpdateVMScaleSet")
+    rolling = policy.get("rollingUpgradePolicy") or {}
+    ss.upgrade_mode = mode
+    if "maxBatchInstancePercent" in rolling:
+        ss.max_batch_pct = int(rolling["maxBatchInstancePercent"])
+    if "tags" in body or not patch:
+        ss.tags = dict(body.get("tags") or {})
+    changed, removed = [], []
+    if model is not None:
+        new_model = {}
+        for key, (existing, ext) in model.items():
+            if unchanged(existing, ext):
+                new_model[key] = existing
+            else:
+                new_model[key] = ext
+                changed.append(ext)
+        removed = [k for k, e in ss.extensions.items() if k not in new_model and e.deleting_until is None]
+        if changed or removed:
+            ss.model_version += 1
+            for ext in changed:
+                ext.version = ss.model_version
+                ext.run = HandlerRun(ctx.now, ctx.now, "succeeded", "", "Updating")
+        ss.extensions = new_model
+    added = []
+    capacity = (body.get("sku") or {}).get("capacity")
+    if capacity is not None:
+        capacity = int(capacity)
+        if capacity < len(ss.instances):
+            ss.instances = ss.instances[:capacity]  # scale in: the newest instances go first
+        next_id = max((int(i.instance_id) for i in ss.instances if i.instance_id.isdigit()), default=-1) + 1
+        while len(ss.instances) < capacity:
+            instance = Instance(next_id, 0)
+            ss.instances.append(instance)
+            added.append(instance)
+            next_id += 1
+    model_changed = bool(changed or removed)
+    targets = [i for i in ss.instances if i in added or (model_changed and ss.upgrade_mode != "Manual")]
+    if targets:
+        op = _schedule(ctx, ss, targets, _batch_size(ss) if ss.upgrade_mode == "Rolling" else None)
+    else:
+        op = ctx.state.new_operation(ss.location, ctx.now, ctx.now)
+    for ext in changed:
+        _finish_model_ext(ext, op)
+    return (201 if created else 200), scale_set_body(ctx, ss), ctx.async_headers(op)
+
+
+def put_scale_set(ctx, sub, rg, vmss):
+    return _write_scale_set(ctx, rg, vmss, patch=False)
+
+
+def patch_scale_set(ctx, sub, rg, vmss):
+    return _write_scale_set(ctx, rg, vmss, patch=True)
+
+
 def get_scale_set(ctx, sub, rg, vmss):
     return 200, scale_set_body(ctx, find_scale_set(ctx, rg, vmss))
 
@@ -372,20 +578,25 @@ def patch_tags(ctx, sub, rg, vmss):
 
 def register(router):
     ss = rf"{COMPUTE}/virtualMachineScaleSets/(?P<vmss>[^/]+)"
-    router.add("GET", rf"{ss}/providers/Microsoft\.Resources/tags/default", get_tags)
-    router.add("PATCH", rf"{ss}/providers/Microsoft\.Resources/tags/default", patch_tags)
-    router.add("GET", rf"{COMPUTE}/virtualMachineScaleSets", list_scale_sets)
-    router.add("GET", ss, get_scale_set)
-    router.add("GET", rf"{ss}/extensions", list_extensions)
+    router.add("GET", rf"{ss}/providers/Microsoft\.Resources/tags/default", get_tags, "Microsoft.Resources/tags")
+    router.add("PATCH", rf"{ss}/providers/Microsoft\.Resources/tags/default", patch_tags, "Microsoft.Resources/tags")
+    router.add("GET", rf"{COMPUTE}/virtualMachineScaleSets", list_scale_sets, VMSS_TYPE)
+    router.add("GET", ss, get_scale_set, VMSS_TYPE)
+    router.add("PUT", ss, put_scale_set, VMSS_TYPE)
+    router.add("PATCH", ss, patch_scale_set, VMSS_TYPE)
+    router.add("GET", rf"{ss}/instanceView", scale_set_instance_view, VMSS_TYPE)
+    router.add("GET", rf"{ss}/rollingUpgrades/latest", rolling_upgrade_latest, VMSS_TYPE)
+    router.add("GET", rf"{ss}/extensions", list_extensions, f"{VMSS_TYPE}/extensions")
     for method, func in (("PUT", put_extension), ("PATCH", patch_extension), ("GET", get_extension),
                          ("DELETE", delete_extension)):
-        router.add(method, rf"{ss}/extensions/(?P<name>[^/]+)", func)
-    router.add("POST", rf"{ss}/manualupgrade", manual_upgrade)
-    router.add("POST", rf"{ss}/extensionRollingUpgrade", extension_rolling_upgrade)
-    router.add("GET", rf"{ss}/virtualMachines", list_instances)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)", get_instance)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/instanceView", get_instance_view)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/extensions", list_instance_extensions)
-    router.add("GET", rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)/extensions/(?P<name>[^/]+)",
-               get_instance_extension)
-    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachineScaleSets", list_all_scale_sets)
+        router.add(method, rf"{ss}/extensions/(?P<name>[^/]+)", func, f"{VMSS_TYPE}/extensions")
+    router.add("POST", rf"{ss}/manualupgrade", manual_upgrade, VMSS_TYPE)
+    router.add("POST", rf"{ss}/extensionRollingUpgrade", extension_rolling_upgrade, VMSS_TYPE)
+    router.add("GET", rf"{ss}/virtualMachines", list_instances, f"{VMSS_TYPE}/virtualMachines")
+    instance = rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)"
+    router.add("GET", instance, get_instance, f"{VMSS_TYPE}/virtualMachines")
+    router.add("GET", rf"{instance}/instanceView", get_instance_view, f"{VMSS_TYPE}/virtualMachines")
+    router.add("GET", rf"{instance}/extensions", list_instance_extensions, f"{VMSS_TYPE}/virtualMachines/extensions")
+    router.add("GET", rf"{instance}/extensions/(?P<name>[^/]+)", get_instance_extension,
+               f"{VMSS_TYPE}/virtualMachines/extensions")
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/virtualMachineScaleSets", list_all_scale_sets, VMSS_TYPE)
