@@ -34,14 +34,9 @@ try:
     from azure.core.exceptions import AzureError, HttpResponseError
     from azure.core.pipeline.policies import SansIOHTTPPolicy
     from azure.core.rest import HttpRequest
-    from azure.identity import (
-        AzureCliCredential,
-        CertificateCredential,
-        ClientSecretCredential,
-        ManagedIdentityCredential,
-        WorkloadIdentityCredential,
-    )
 
+    # azure.identity (and the SDK clients) are imported when first needed: a task pays for what it uses, and a
+    # missing package is found with importlib.util.find_spec, without importing it (see AzureModule).
     HAS_AZURE = True
     AZURE_IMPORT_ERROR = None
 except ImportError:
@@ -238,6 +233,46 @@ class ArmThrottlePacingPolicy(SansIOHTTPPolicy):
         return self.scheduler.snapshot()["lowest_remaining"]
 
 
+class TokenPrefetch(object):
+    """A credential whose ARM token is requested in a background thread as soon as the connection exists, so the
+    token's round trips overlap the import of the SDK client (the larger part of a task's cost). The token stays in
+    this process's memory only (azure-identity's in-memory cache); nothing is written anywhere. Every other call
+    goes to the wrapped credential."""
+
+    def __init__(self, credential, scope):
+        self.credential = credential
+        self.scope = scope
+        self._result = {}
+        self._thread = threading.Thread(target=self._fetch, name="token-prefetch")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _fetch(self):
+        try:
+            self._result["token"] = self.credential.get_token(self.scope)
+        except Exception as exc:  # pylint: disable=broad-except - the caller's own get_token raises it again
+            self._result["error"] = exc
+
+    def get_token(self, *scopes, **kwargs):
+        if scopes == (self.scope,) and not kwargs:
+            self._thread.join()
+            token = self._result.get("token")
+            if token is not None and token.expires_on > time.time() + 300:
+                return token
+        return self.credential.get_token(*scopes, **kwargs)
+
+    def close(self):
+        close = getattr(self.credential, "close", None)
+        if close:
+            close()
+
+    def __getattr__(self, name):
+        if name == "get_token_info":
+            # azure-core prefers get_token_info when a credential has it; get_token is where the prefetch is.
+            raise AttributeError(name)
+        return getattr(self.credential, name)
+
+
 class AzureConnection(object):
     """Credentials, endpoints and SDK clients for one module run."""
 
@@ -255,6 +290,18 @@ class AzureConnection(object):
 
     # ---- credentials -------------------------------------------------------------------------------------------
     def _build_credential(self):
+        credential, subscription, source = self._credential_for_source()
+        return TokenPrefetch(credential, self.audience.rstrip("/") + "/.default"), subscription, source
+
+    def _credential_for_source(self):
+        from azure.identity import (  # pylint: disable=import-outside-toplevel - lazy: ~0.3 s per task
+            AzureCliCredential,
+            CertificateCredential,
+            ClientSecretCredential,
+            ManagedIdentityCredential,
+            WorkloadIdentityCredential,
+        )
+
         source = self.params.get("auth_source") or "auto"
         options = dict((key, self.params.get(key)) for key in ENV_CREDENTIALS)
         options["subscription_id"] = self.params.get("subscription_id")
@@ -309,6 +356,8 @@ class AzureConnection(object):
         return "cli"
 
     def _service_principal(self, options, origin):
+        from azure.identity import CertificateCredential, ClientSecretCredential  # pylint: disable=import-outside-toplevel
+
         missing = [key for key in ("client_id", "tenant") if not options.get(key)]
         if missing:
             raise AzureAuthError("auth_source=%s needs %s for a service principal" % (origin, " and ".join(missing)))
@@ -487,6 +536,16 @@ def is_not_found(exc):
     return getattr(exc, "status_code", None) == 404
 
 
+def _importable(module_name):
+    """True when module_name can be imported, found without importing it (the SDKs take a second to import)."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class AzureModule(object):
     """An AnsibleModule with the auth options, a lazily built AzureConnection and Azure-aware failures."""
 
@@ -500,12 +559,11 @@ class AzureModule(object):
         if not HAS_AZURE:
             self.module.fail_json(msg=missing_required_lib("azure-identity and azure-core"),
                                   exception=AZURE_IMPORT_ERROR)
-        for name in clients:
-            try:
-                importlib.import_module(SDK_CLIENTS[name][0])
-            except ImportError:
-                self.module.fail_json(msg=missing_required_lib(SDK_CLIENTS[name][2]),
-                                      exception=traceback.format_exc())
+        for name in ("azure.identity",) + tuple(SDK_CLIENTS[client][0] for client in clients):
+            if not _importable(name):
+                package = "azure-identity" if name == "azure.identity" else \
+                    [pkg for mod, dummy, pkg in SDK_CLIENTS.values() if mod == name][0]
+                self.module.fail_json(msg=missing_required_lib(package))
         self._connection = None
         self._running = False
         self.progress_log = []

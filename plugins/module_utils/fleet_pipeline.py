@@ -12,7 +12,8 @@ reads the API allows.
   every VM on the page, with the extensions' instance views. The crossover rule: while the VMs that are
   waited for are fewer than the pages of one List All sweep (ceil(VMs in the subscription / page size), both
   learned from the last sweep, before any sweep the fleet's own VMs and 10 per page), each is read with its
-  own GET, at most once per polling interval; otherwise one sweep per polling interval reads them all.
+  own GET, at most once per polling interval; otherwise one sweep per polling interval (or twice the last
+  sweep's duration, when that is longer) reads them all.
   A VM the sweep shows as settled is read once more with a GET (the cache for its next operation and for its
   result, and the check of the extension's provisioning state, which statusOnly does not carry): one read
   per completed operation plus the sweeps.
@@ -137,8 +138,10 @@ class Pipeline(object):
                     self._queue(pool, self._confirm, expired)
                     continue
                 if waiting and now >= next_sweep and crossover(len(waiting), self.vms_in_scope, self.page_size):
-                    next_sweep = now + self.interval
-                    self._queue(pool, self._confirm, self._sweep(dict(waiting)))
+                    found = self._sweep(dict(waiting))
+                    # At most half of the time in sweeps: a sweep of many pages also costs this process CPU.
+                    next_sweep = now + max(self.interval, 2 * (self.clock() - now))
+                    self._queue(pool, self._confirm, found)
                     continue
                 due = [target for target, last in waiting if now - last >= self.interval and
                        not crossover(len(waiting), self.vms_in_scope, self.page_size)]
