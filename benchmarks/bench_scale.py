@@ -47,8 +47,24 @@ def write_seed(path, vms):
     path.write_text(yaml.safe_dump(seed, sort_keys=False))
 
 
-def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None):
-    entries = emu.requests()[before:]
+def timeline(arm, scale, points=60):
+    """[(simulated seconds since the first request, extension writes accepted so far, 429s so far)]."""
+    if not arm:
+        return []
+    start = min(e["time"] for e in arm)
+    puts = sorted((e["time"] - start) * scale for e in arm
+                  if e["method"] == "PUT" and "/extensions/" in e["path"] and e["status"] in (200, 201))
+    throttled = sorted((e["time"] - start) * scale for e in arm if e["status"] == 429)
+    end = (max(e["time"] for e in arm) - start) * scale
+    series = []
+    for i in range(points + 1):
+        t = end * i / points
+        series.append((round(t, 1), sum(1 for x in puts if x <= t), sum(1 for x in throttled if x <= t)))
+    return series
+
+
+def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None, entries=None):
+    entries = emu.requests()[before:] if entries is None else entries
     arm = [e for e in entries if e["path"].startswith(("/subscriptions", "/providers"))]
     phase = (max(e["time"] for e in arm) - min(e["time"] for e in arm)) if arm else 0.0
     ok = [e for e in arm if e["status"] != 429]
@@ -67,6 +83,7 @@ def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None)
         "reads_per_completed_extension": round(len(reads) / len(puts), 2) if puts else None,
         "hosts_failed": sum(1 for s in stats.values() if s.get("failures") or s.get("unreachable")),
         "hosts_changed": sum(1 for s in stats.values() if s.get("changed")),
+        "timeline": timeline(arm, scale),
     }
     metrics.update(ansible_extra or {})
     log("  %-34s run %7.1f s (phase %6.1f real x %g + %5.1f)  reqs=%-6d reads=%-6d puts=%-5d 429=%d failed=%d" % (

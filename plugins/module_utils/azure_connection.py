@@ -593,11 +593,6 @@ class AzureModule(object):
         """For the module itself (argument checks); module_utils raise AzureOperationError instead."""
         self.module.fail_json(msg=msg, **result)
 
-    def fail_azure(self, exc, operation, resource_id=None, **result):
-        """Deprecated: raise azure_error(exc, operation, resource_id) and let run() report it."""
-        self.module.fail_json(msg=describe_azure_error(exc, operation, resource_id), error_code=error_code(exc),
-                              **result)
-
     def warn(self, msg):
         self.module.warn(msg)
 
@@ -630,46 +625,6 @@ class AzureModule(object):
             fields["traceback"] = formatted
         modern = tuple(int(part) for part in ANSIBLE_VERSION.split(".")[:2] if part.isdigit()) >= (2, 19)
         self.module.fail_json(msg=msg, exception=exc if modern else formatted, **fields)
-
-
-def wait_for_poller(poller, timeout):
-    """Follow an LRO until done or until timeout seconds; return True when it finished in time."""
-    if timeout > 0:
-        poller.wait(timeout)
-    return poller.done()
-
-
-# ARM answers these while another operation holds the resource (Azure serializes operations on one VM).
-IN_PROGRESS_CODES = ("conflict", "operationnotallowed", "retryableerror", "anotheroperationinprogress")
-
-
-def is_operation_in_progress(exc):
-    return getattr(exc, "status_code", None) == 409 and (error_code(exc) or "conflict").lower() in IN_PROGRESS_CODES
-
-
-def submit_with_retry(begin, deadline, first_delay):
-    """Start an LRO, retrying a 409 'another operation in progress' with exponential backoff until deadline."""
-    delay = max(first_delay, 0.1)
-    while True:
-        try:
-            return begin()
-        except HttpResponseError as exc:
-            if not is_operation_in_progress(exc) or time.time() + delay > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 60)
-
-
-def poll_until(fetch, is_done, timeout, interval):
-    """Call fetch() every interval seconds until is_done(value) or timeout; return (value, finished_in_time)."""
-    deadline = time.time() + timeout
-    while True:
-        value = fetch()
-        if is_done(value):
-            return value, True
-        if time.time() + interval > deadline:
-            return value, False
-        time.sleep(interval)
 
 
 def resource_id(subscription_id, resource_group, *path):

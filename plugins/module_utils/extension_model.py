@@ -19,7 +19,10 @@ import os
 import re
 import uuid
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import HttpResponseError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    AzureOperationError,
+    arm_errors,
+)
 
 # Tag on the extension resource that carries the protected-settings fingerprint (ARM never returns the secrets).
 FINGERPRINT_TAG = "azure_vm.extensions.protected_settings"
@@ -72,6 +75,14 @@ EXTENSION_OPTIONS = dict(
     wait=dict(type="bool", default=True),
     timeout=dict(type="int"),
 )
+# What the info modules return besides the definition: accepted and ignored, so that an info module's extension
+# entry can be passed back to a write module unchanged (round trip).
+READ_ONLY_OPTIONS = dict(
+    id=dict(type="str"),
+    provisioning_state=dict(type="str"),
+    instance_view=dict(type="dict"),
+)
+EXTENSION_OPTIONS.update(READ_ONLY_OPTIONS)
 EXTENSION_OPTION_RULES = dict(
     required_if=[("state", "present", ("publisher", "type", "type_handler_version"))],
     mutually_exclusive=[("protected_settings", "protected_settings_from_key_vault"), ("rerun", "force_update_tag")],
@@ -79,23 +90,36 @@ EXTENSION_OPTION_RULES = dict(
 VERSION_PATTERN = re.compile(r"^\d+(\.\d+){0,3}$")
 
 
-def validate_extension_options(azure):
+def validate_extension_options(params, prefix=""):
     """Refuse bad input before anything is read or written, naming the option and what is allowed.
 
-    Also turns protected_settings_from_key_vault into ARM's shape.
+    Raises AzureOperationError. Also turns protected_settings_from_key_vault into ARM's shape (it accepts the
+    module's snake_case suboptions and ARM's own shape, as the info modules return it). prefix: words naming where
+    the options come from (the fleet's "host web-01: extension x: ").
     """
-    params = azure.params
     version = params["type_handler_version"]
     if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
-        azure.fail("type_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; got %r" % version)
-    if params["timeout"] is not None and params["timeout"] <= 0:
-        azure.fail("timeout must be a positive number of seconds; got %r" % params["timeout"])
+        raise AzureOperationError("%stype_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; "
+                                  "got %r" % (prefix, version))
+    if params.get("timeout") is not None and params["timeout"] <= 0:
+        raise AzureOperationError("%stimeout must be a positive number of seconds; got %r" % (prefix, params["timeout"]))
     if params["rerun"] and params["state"] == "absent":
-        azure.fail("rerun=true needs state=present")
-    vault = params["protected_settings_from_key_vault"]
+        raise AzureOperationError("%srerun=true needs state=present" % prefix)
+    vault = params.get("protected_settings_from_key_vault")
     if vault is not None:
-        params["protected_settings_from_key_vault"] = {"secretUrl": vault["secret_url"],
-                                                       "sourceVault": {"id": vault["source_vault_id"]}}
+        params["protected_settings_from_key_vault"] = key_vault_reference(vault, prefix)
+
+
+def key_vault_reference(vault, prefix=""):
+    """protected_settings_from_key_vault in ARM's shape {secretUrl, sourceVault: {id}}, from either the module's
+    suboptions (secret_url, source_vault_id) or ARM's shape itself (what the info modules return)."""
+    secret_url = vault.get("secret_url") or vault.get("secretUrl")
+    source = vault.get("source_vault_id") or (vault.get("sourceVault") or {}).get("id") \
+        or (vault.get("source_vault") or {}).get("id")
+    if not secret_url or not source:
+        raise AzureOperationError("%sprotected_settings_from_key_vault needs secret_url and source_vault_id (or ARM's "
+                                  "secretUrl and sourceVault.id); got keys %s" % (prefix, ", ".join(sorted(vault))))
+    return {"secretUrl": secret_url, "sourceVault": {"id": source}}
 
 
 def default_timeout(extension_type):
@@ -175,20 +199,17 @@ def handler_version(version):
     return ".".join(str(version).split(".")[:2])
 
 
-def resolve_type_handler_version(azure, location, target_id):
+def resolve_type_handler_version(params, connection, location, target_id):
     """The version to send: the option as given, or for 'latest' the newest in the region's image catalogue."""
-    params = azure.params
     if params["type_handler_version"] != "latest":
         return params["type_handler_version"]
-    try:
-        images = azure.connection.compute.virtual_machine_extension_images.list_versions(
+    with arm_errors("listing versions of extension image %s.%s in %s for" % (params["publisher"], params["type"],
+                                                                            location), target_id):
+        images = connection.compute.virtual_machine_extension_images.list_versions(
             location, params["publisher"], params["type"])
-    except HttpResponseError as exc:
-        azure.fail_azure(exc, "listing versions of extension image %s.%s in %s for" % (
-            params["publisher"], params["type"], location), target_id)
     version = latest_version([image.name for image in images])
     if not version:
-        azure.fail("type_handler_version=latest: no versions of %s.%s in %s" % (
+        raise AzureOperationError("type_handler_version=latest: no versions of %s.%s in %s" % (
             params["publisher"], params["type"], location))
     return handler_version(version) if params["auto_upgrade_minor_version"] else version
 
@@ -281,6 +302,19 @@ def fingerprint_matches(protected_settings, stored):
     return hmac.compare_digest(expected, digest)
 
 
+def masked_tags(tags):
+    """Tags as results and diffs show them: the fingerprint tag's value hidden (it is offline-guessing material)."""
+    tags = dict(tags or {})
+    if FINGERPRINT_TAG in tags:
+        tags[FINGERPRINT_TAG] = MASK
+    return tags
+
+
+def user_tags(tags):
+    """The tags a user manages: without the fingerprint tag (which may come back masked from an info module)."""
+    return dict((key, value) for key, value in (tags or {}).items() if key != FINGERPRINT_TAG)
+
+
 def mask_secrets(value):
     """Every leaf replaced by a mask, keys kept: what diff and output show of protected settings."""
     if isinstance(value, dict):
@@ -330,7 +364,7 @@ def changed_properties(desired, current, use_fingerprint=True):
         changed.append("protected_settings_from_key_vault")
     tags = dict(current.get("tags") or {})
     stored_fingerprint = tags.pop(FINGERPRINT_TAG, None)
-    if desired.get("tags") is not None and desired["tags"] != tags:
+    if desired.get("tags") is not None and not values_equal(user_tags(desired["tags"]), tags):
         changed.append("tags")
     if desired.get("protected_settings") is not None and use_fingerprint:
         if not stored_fingerprint or not fingerprint_matches(desired["protected_settings"], stored_fingerprint):
@@ -356,7 +390,7 @@ def build_body(desired, location, current=None, use_fingerprint=True):
         props["protectedSettings"] = desired["protected_settings"]
     tags = dict((current or {}).get("tags") or {})
     if desired.get("tags") is not None:
-        tags = dict(desired["tags"], **dict((k, v) for k, v in tags.items() if k == FINGERPRINT_TAG))
+        tags = dict(user_tags(desired["tags"]), **dict((k, v) for k, v in tags.items() if k == FINGERPRINT_TAG))
     if desired.get("protected_settings") is not None and use_fingerprint:
         stored = tags.get(FINGERPRINT_TAG)
         if not (stored and fingerprint_matches(desired["protected_settings"], stored)):
@@ -369,30 +403,34 @@ def build_body(desired, location, current=None, use_fingerprint=True):
     return body
 
 
-def desired_definition(azure, current, location, where, target_id):
+def desired_definition(params, connection, current, location, where, target_id):
     """The options as they will be sent: a publisher/type change is refused (it cannot be done in place),
     'latest' becomes a real version, and rerun becomes a fresh force-update tag. where: e.g. "VM vm-web-01"."""
-    params = azure.params
     if current is not None:
         conflicts = identity_conflicts(params, current)
         if conflicts:
-            azure.fail("extension %s on %s: %s cannot change in place. Delete the extension first (state=absent) "
-                       "or use the azure_vm.extensions.rerun_extension role." % (params["name"], where,
-                                                                                 ", ".join(conflicts)))
+            raise AzureOperationError(
+                "extension %s on %s: %s cannot change in place. Delete the extension first (state=absent) or use "
+                "the azure_vm.extensions.rerun_extension role." % (params["name"], where, ", ".join(conflicts)))
     desired = dict(params)
-    desired["type_handler_version"] = resolve_type_handler_version(azure, location, target_id)
+    desired["type_handler_version"] = resolve_type_handler_version(params, connection, location, target_id)
     if params["rerun"]:
         desired["force_update_tag"] = str(uuid.uuid4())
     return desired
 
 
-def write_diff(current, body, target_id, name, protected_settings, omit=("instance_view", "provisioning_state")):
-    """Before/after of a write as diff mode shows it: protected values masked, the omitted fields left out."""
+def write_diff(current, body, target_id, name, protected_settings, changes,
+               omit=("instance_view", "provisioning_state")):
+    """Before/after of a write as diff mode shows it: the fingerprint tag masked, the omitted fields left out, and
+    protected settings only when they are part of the change (masked on both sides: ARM never returns them)."""
     after = extension_result(body)
     after.update(id=target_id, name=name)
-    if protected_settings is not None:
+    before = extension_result(current) if current else {}
+    if protected_settings is not None and ("protected_settings" in changes or "state" in changes):
         after["protected_settings"] = mask_secrets(protected_settings)
-    diff = dict(before=extension_result(current) if current else {}, after=after)
+        if current:
+            before["protected_settings"] = MASK
+    diff = dict(before=before, after=after)
     for side in diff.values():
         for key in omit:
             side.pop(key, None)
@@ -418,7 +456,7 @@ def extension_result(ext):
         "provision_after_extensions": props.get("provisionAfterExtensions"),
         "protected_settings_from_key_vault": props.get("protectedSettingsFromKeyVault"),
         "provisioning_state": props.get("provisioningState"),
-        "tags": ext.get("tags") or {},
+        "tags": masked_tags(ext.get("tags")),
     }
     if "instanceView" in props:
         result["instance_view"] = instance_view_result(props.get("instanceView"))
@@ -456,6 +494,57 @@ def handler_state(statuses):
                 return state
             return "transitioning"
     return "unknown"
+
+
+def handler_settled(ext):
+    """Whether an extension (extension_result shape) is terminal: ARM's provisioning state ended and the handler
+    is not transitioning. What every wait for a handler waits for."""
+    view = ext.get("instance_view") or {}
+    return (ext.get("provisioning_state") or "").lower() in TERMINAL_STATES and view.get("state") != "transitioning"
+
+
+def handler_state_text(ext):
+    """One line: provisioning state, handler state and its messages (for progress and failure messages)."""
+    view = ext.get("instance_view") or {}
+    text = "provisioning %s, handler %s" % (ext.get("provisioning_state") or "unknown", view.get("state", "unknown"))
+    messages = status_messages(view)
+    return text + (": " + messages if messages else "")
+
+
+def vm_states(vm_instance_view):
+    """(power state, provisioning state) of a VM or scale-set instance from its instance view, lower case:
+    ('running', 'succeeded'), ('deallocated', 'succeeded'), (None, None) when the view has no such status."""
+    power = provisioning = None
+    for status in (vm_instance_view or {}).get("statuses") or []:
+        code = (status.get("code") or "").lower()
+        if code.startswith("powerstate/"):
+            power = code.split("/", 1)[1]
+        elif code.startswith("provisioningstate/"):
+            provisioning = code.split("/")[1]
+    return power, provisioning
+
+
+# Power states in which Azure refuses extension operations (409 OperationNotAllowed "... when the VM is not
+# running"), and what to do about each.
+NOT_RUNNING_ADVICE = {
+    "stopped": "start it (az vm start, or azure.azcollection.azure_rm_virtualmachine started=true)",
+    "stopping": "wait until it has stopped, then start it",
+    "deallocated": "start it (az vm start) - a deallocated VM runs no extension handler",
+    "deallocating": "wait until it is deallocated, then start it",
+}
+
+
+def not_running_reason(vm_instance_view, what):
+    """Why extension operations cannot run on this VM/instance now, or None. what: e.g. "VM vm-web-01"."""
+    power, provisioning = vm_states(vm_instance_view)
+    if power in NOT_RUNNING_ADVICE:
+        return ("%s is %s (PowerState/%s), and Azure cannot modify extensions on a VM that is not running; %s, "
+                "then run the task again." % (what, power, power, NOT_RUNNING_ADVICE[power]))
+    if provisioning == "deleting":
+        return "%s is being deleted (ProvisioningState/deleting)." % what
+    # ProvisioningState/failed is not refused: a failed extension makes the VM's provisioning fail, and writing
+    # the extension again is how that is repaired.
+    return None
 
 
 def status_messages(view):

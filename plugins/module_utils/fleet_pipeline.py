@@ -17,7 +17,7 @@ reads the API allows.
   A VM the sweep shows as settled is read once more with a GET (the cache for its next operation and for its
   result, and the check of the extension's provisioning state, which statusOnly does not carry): one read
   per completed operation plus the sweeps.
-* A VM past the deadline is read with a GET, which fails it with its last status.
+* At the task's deadline each VM still waiting is read once more and fails with its last status.
 * Progress (VMs submitted, succeeded, failed, waiting) goes to the progress callback while the fleet waits.
 """
 
@@ -113,6 +113,12 @@ class Pipeline(object):
                 self.counts["succeeded"] += 1
             self._advance(target)
 
+    def _expire(self, target):
+        self.fleet.time_out(target)     # raises (the target fails) unless the operation is over after all
+        with self.lock:
+            self.counts["succeeded"] += 1
+        self._advance(target)
+
     def _queue(self, pool, func, targets):
         with self.lock:
             for target in targets:
@@ -135,7 +141,7 @@ class Pipeline(object):
                 self._report(now)
                 expired = [target for target, dummy in waiting if self.fleet.expired(target)]
                 if expired:
-                    self._queue(pool, self._confirm, expired)
+                    self._queue(pool, self._expire, expired)
                     continue
                 if waiting and now >= next_sweep and crossover(len(waiting), self.vms_in_scope, self.page_size):
                     found = self._sweep(dict(waiting))
@@ -158,7 +164,7 @@ class Pipeline(object):
         for target in waiting:
             by_id[("%s/%s" % (target.group, target.vm_name)).lower()] = target
         found, pages, seen = [], 0, 0
-        paged = self.fleet.compute.virtual_machines.list_all(status_only="true").by_page()
+        paged = self.fleet.connection.compute.virtual_machines.list_all(status_only="true").by_page()
         for page in paged:
             pages += 1
             for vm in page:

@@ -10,6 +10,7 @@ __metaclass__ = type
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureOperationError
 
 try:
     import jmespath
@@ -20,11 +21,11 @@ except ImportError:
     JMESPATH_IMPORT_ERROR = traceback.format_exc()
 
 
-def apply_query(azure, expression, data):
-    """Evaluate expression over data; a bad expression fails the task naming the option."""
+def apply_query(expression, data):
+    """Evaluate expression over data; raises AzureOperationError naming the option for a bad expression."""
     if jmespath is None:
-        azure.fail(missing_required_lib("jmespath"), exception=JMESPATH_IMPORT_ERROR)
+        raise AzureOperationError(missing_required_lib("jmespath"), import_error=JMESPATH_IMPORT_ERROR)
     try:
         return jmespath.search(expression, data)
     except jmespath.exceptions.JMESPathError as exc:
-        azure.fail("query: invalid JMESPath expression %r: %s" % (expression, exc))
+        raise AzureOperationError("query: invalid JMESPath expression %r: %s" % (expression, exc))

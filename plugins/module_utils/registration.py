@@ -16,10 +16,14 @@ __metaclass__ = type
 import re
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    AzureOperationError,
     HttpResponseError,
+    arm_errors,
     error_code,
-    poll_until,
+    error_message,
+    is_not_found,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Waiter
 
 DEFAULT_TIMEOUT = 1200  # 20 minutes; seed 001 says a feature registration can take up to 15.
 
@@ -52,23 +56,23 @@ def is_heading(state, wanted):
     return norm(state) in HEADING[wanted]
 
 
-def validate_namespace(azure, namespace, option="namespace"):
+def validate_namespace(namespace, option="namespace"):
     if not NAMESPACE_PATTERN.match(namespace or ""):
-        azure.fail("%s must be a resource provider namespace such as 'Microsoft.Compute'; got %r" % (option, namespace))
+        raise AzureOperationError("%s must be a resource provider namespace such as 'Microsoft.Compute'; got %r" % (option, namespace))
 
 
-def validate_feature_name(azure, name):
+def validate_feature_name(name):
     if name is not None and "/" in name:
-        azure.fail("name must be the feature name alone, such as 'AutomaticExtensionUpgradePreview' (give the "
+        raise AzureOperationError("name must be the feature name alone, such as 'AutomaticExtensionUpgradePreview' (give the "
                    "provider in namespace); got %r" % name)
     if name is not None and not FEATURE_PATTERN.match(name):
-        azure.fail("name must be a preview feature name such as 'AutomaticExtensionUpgradePreview'; got %r" % name)
+        raise AzureOperationError("name must be a preview feature name such as 'AutomaticExtensionUpgradePreview'; got %r" % name)
 
 
-def validate_timeout(azure):
-    timeout = azure.params.get("timeout")
+def validate_timeout(params):
+    timeout = params.get("timeout")
     if timeout is not None and timeout <= 0:
-        azure.fail("timeout must be a positive number of seconds; got %r" % timeout)
+        raise AzureOperationError("timeout must be a positive number of seconds; got %r" % timeout)
 
 
 # ---- preview features -----------------------------------------------------------------------------------------
@@ -98,22 +102,22 @@ def feature_result(feature):
     )
 
 
-def read_feature(azure, namespace, name, missing_ok=False):
-    """The feature as feature_result(), None when missing and missing_ok, else a clear failure naming it."""
+def read_feature(connection, namespace, name, missing_ok=False):
+    """The feature as feature_result(), None when missing and missing_ok, else an error naming it."""
     try:
-        return feature_result(azure.connection.features.features.get(namespace, name))
+        return feature_result(connection.features.features.get(namespace, name))
     except HttpResponseError as exc:
-        if exc.status_code == 404:
+        if is_not_found(exc):
             if missing_ok:
                 return None
             code = error_code(exc) or "NotFound"
-            message = getattr(getattr(exc, "error", None), "message", None) or str(exc)
-            azure.fail("preview feature %s/%s not found in subscription %s (%s: %s). Check the namespace and the "
-                       "name; azure_vm.extensions.preview_feature_info with namespace=%s lists its features."
-                       % (namespace, name, azure.connection.subscription_id, code, message.strip(), namespace),
-                       error_code=code)
-        azure.fail_azure(exc, "reading preview feature",
-                         feature_id(azure.connection.subscription_id, namespace, name))
+            raise AzureOperationError(
+                "preview feature %s/%s not found in subscription %s (%s: %s). Check the namespace and the name; "
+                "azure_vm.extensions.preview_feature_info with namespace=%s lists its features." % (
+                    namespace, name, connection.subscription_id, code, error_message(exc), namespace),
+                error_code=code, status_code=404)
+        with arm_errors("reading preview feature", feature_id(connection.subscription_id, namespace, name)):
+            raise
 
 
 # ---- resource providers ---------------------------------------------------------------------------------------
@@ -130,38 +134,42 @@ def provider_result(provider):
     )
 
 
-def read_provider(azure, namespace, result=None):
-    """The provider as provider_result(); a missing one fails naming it (with result, what the task did so far)."""
+def read_provider(connection, namespace, result=None):
+    """The provider as provider_result(); a missing one raises naming it (with result, what the task did so far)."""
     result = result or {}
     try:
-        return provider_result(azure.connection.resources.providers.get(namespace))
+        return provider_result(connection.resources.providers.get(namespace))
     except HttpResponseError as exc:
-        if exc.status_code == 404:
+        if is_not_found(exc):
             code = error_code(exc) or "NotFound"
-            message = getattr(getattr(exc, "error", None), "message", None) or str(exc)
-            azure.fail("resource provider %s not found in subscription %s (%s: %s)" % (
-                namespace, azure.connection.subscription_id, code, message.strip()), error_code=code, **result)
-        azure.fail_azure(exc, "reading resource provider", provider_id(azure.connection.subscription_id, namespace),
-                         **result)
+            raise AzureOperationError("resource provider %s not found in subscription %s (%s: %s)" % (
+                namespace, connection.subscription_id, code, error_message(exc)), error_code=code, status_code=404,
+                **result)
+        with arm_errors("reading resource provider", provider_id(connection.subscription_id, namespace), **result):
+            raise
 
 
-def send_provider(azure, namespace, action, result=None):
+def send_provider(connection, namespace, action, result=None):
     """POST .../providers/{namespace}/register or /unregister; the provider as provider_result()."""
-    result = result or {}
-    providers = azure.connection.resources.providers
-    try:
+    providers = connection.resources.providers
+    with arm_errors("%sing resource provider" % action, provider_id(connection.subscription_id, namespace),
+                    **(result or {})):
         if action == "register":
             return provider_result(providers.register(namespace))
         return provider_result(providers.unregister(namespace))
-    except HttpResponseError as exc:
-        azure.fail_azure(exc, "%sing resource provider" % action,
-                         provider_id(azure.connection.subscription_id, namespace), **result)
 
 
-def wait_for_provider(azure, namespace, wanted, timeout, current=None, result=None):
-    """Poll the provider until it is in the wanted state; return (provider, finished_in_time)."""
+def wait_for_state(fetch, wanted, deadline, interval, what, progress=None):
+    """Poll fetch() (a feature or provider result) through the waiter until it is in the wanted state.
+    Raises waiter.WaitTimeout (with .last) at the deadline."""
+    return Waiter(deadline, interval, progress=progress).until(
+        fetch, lambda value: is_done(value["state"], wanted), what, describe=lambda value: value["state"])
+
+
+def wait_for_provider(connection, namespace, wanted, deadline, current=None, result=None, progress=None):
+    """Poll the provider until it is in the wanted state; raises waiter.WaitTimeout at the deadline."""
     if current is not None and is_done(current["state"], wanted):
-        return current, True
-    return poll_until(lambda: read_provider(azure, namespace, result),
-                      lambda provider: is_done(provider["state"], wanted), timeout,
-                      azure.connection.polling_interval)
+        return current
+    return wait_for_state(lambda: read_provider(connection, namespace, result), wanted, deadline,
+                          connection.polling_interval, "resource provider %s to become %s" % (
+                              namespace, TARGET_NAME[wanted]), progress)

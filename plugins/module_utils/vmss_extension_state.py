@@ -3,6 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One scale-set extension driven to its declared state: the model's extension child resource, the
 protected-settings fingerprint in the scale set's tags, and the rollout to the instances (module_utils/vmss_rollout).
+Raises AzureOperationError; never ends the process. One deadline (the task's timeout) covers every step.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -12,13 +13,15 @@ __metaclass__ = type
 import time
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    AzureOperationError,
     HttpResponseError,
-    describe_azure_error,
+    arm_errors,
+    is_not_found,
+    not_found_error,
     resource_id,
-    submit_with_retry,
-    wait_for_poller,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    EXTENSION_OPTIONS,
     FINGERPRINT_TAG,
     build_body,
     changed_properties,
@@ -27,18 +30,56 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     extension_result,
     fingerprint,
     fingerprint_matches,
+    validate_extension_options,
     write_diff,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import change_summary
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout import (
     RolloutBackend,
     instance_statuses,
     manual_rollout,
     new_summary,
+    not_running_instances,
     plan_batches,
     platform_rollout,
     sort_ids,
     unhealthy_instances,
+    wait_for_instances,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import (
+    Deadline,
+    WaitTimeout,
+    submit_with_retry,
+    wait_for_poller,
+)
+
+VMSS_EXTENSION_OPTIONS = dict(
+    EXTENSION_OPTIONS,
+    vmss_name=dict(type="str", required=True),
+    upgrade_instances=dict(type="list", elements="str"),
+    batch_percent=dict(type="int", default=20),
+    max_unhealthy_percent=dict(type="int", default=20),
+    rolling_upgrade=dict(type="bool", default=False),
+    protected_settings_fingerprint=dict(type="bool", default=True, no_log=False),
+    # returned by vmss_extension_info: accepted and ignored, so that its entries round-trip
+    instances=dict(type="dict"),
+)
+
+
+def validate_vmss_options(params):
+    """Refuse bad input before anything is read or written, naming the option and what is allowed."""
+    validate_extension_options(params)
+    for option in ("batch_percent", "max_unhealthy_percent"):
+        low = 1 if option == "batch_percent" else 0
+        if not low <= params[option] <= 100:
+            raise AzureOperationError("%s must be between %d and 100; got %r" % (option, low, params[option]))
+    if params["rolling_upgrade"] and not params["wait"]:
+        raise AzureOperationError("rolling_upgrade=true needs wait=true (the extension rolling upgrade starts after "
+                                  "the model change has been applied)")
+    wanted = params["upgrade_instances"] or []
+    if len(wanted) > 1 and [w for w in wanted if w.lower() in ("all", "none")]:
+        raise AzureOperationError("upgrade_instances: 'all' and 'none' cannot be mixed with instance ids; got %r"
+                                  % wanted)
 
 
 def ext_result(ext):
@@ -60,91 +101,101 @@ class SdkBackend(RolloutBackend):
     def instances(self):
         return self.run.read_instances()
 
-    def manual_upgrade(self, ids, timeout):
+    def manual_upgrade(self, ids, deadline):
         run = self.run
+        operation = "manual upgrade of instances %s of" % ", ".join(ids)
         poller = run.submit(lambda: run.compute.virtual_machine_scale_sets.begin_update_instances(
-            run.group, run.vmss_name, {"instanceIds": list(ids)}), "upgrading instances %s of" % ", ".join(ids),
-            run.vmss_id)
+            run.group, run.vmss_name, {"instanceIds": list(ids)}), operation, run.vmss_id)
         try:
-            if not wait_for_poller(poller, timeout):
-                return None  # the instance wait reports what did not finish
-            poller.result()
-        except HttpResponseError as exc:
-            return describe_azure_error(exc, "manual upgrade of instances %s of" % ", ".join(ids), run.vmss_id)
+            wait_for_poller(poller, deadline, operation + " " + run.vmss_name, operation, run.vmss_id,
+                            progress=run.progress)
+        except WaitTimeout:
+            return None  # the instance wait reports what did not finish
+        except AzureOperationError as exc:
+            return exc.msg
         return None
 
     def now(self):
-        return time.time()
+        return time.monotonic()
 
     def sleep(self, seconds):
         time.sleep(seconds)
 
 
 class VmssExtension(object):
-    """One run of the module: read, compare, write, roll out, report."""
+    """One extension of one scale set: present() or absent() return the result dict, failures raise."""
 
-    def __init__(self, azure):
-        self.azure = azure
-        self.params = azure.params
-        self.group = self.params["resource_group"]
-        self.vmss_name = self.params["vmss_name"]
-        self.name = self.params["name"]
-        self.compute = azure.connection.compute
-        sub = azure.connection.subscription_id
+    wrote = False
+
+    def __init__(self, params, connection, check_mode=False, progress=None):
+        self.params = params
+        self.connection = connection
+        self.check_mode = check_mode
+        self.progress = progress
+        self.warnings = []
+        self.group = params["resource_group"]
+        self.vmss_name = params["vmss_name"]
+        self.name = params["name"]
+        self.compute = connection.compute
+        sub = connection.subscription_id
         self.vmss_id = resource_id(sub, self.group, "virtualMachineScaleSets", self.vmss_name)
         self.ext_id = resource_id(sub, self.group, "virtualMachineScaleSets", self.vmss_name, "extensions", self.name)
-        self.interval = azure.connection.polling_interval
-        self.step_timeout = self.params["timeout"]
+        self.interval = connection.polling_interval
+        self.timeout = None
+        self.deadline = None
+
+    def start_clock(self, extension_type):
+        """The task's one deadline: timeout, or Azure's handler timeout for this type."""
+        self.timeout = self.params["timeout"] or default_timeout(extension_type)
+        self.deadline = Deadline(self.timeout)
 
     # ---- reads -------------------------------------------------------------------------------------------------
     def read_vmss(self):
         try:
             return self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name).as_dict()
         except HttpResponseError as exc:
-            if exc.status_code == 404:
-                self.azure.fail("virtual machine scale set %r not found in resource group %r (%s)" % (
-                    self.vmss_name, self.group, exc.error.code if exc.error else "NotFound"), error_code="NotFound")
-            self.azure.fail_azure(exc, "reading", self.vmss_id)
+            if is_not_found(exc):
+                raise not_found_error(exc, self.connection.subscription_id, self.group,
+                                      resource=("vmss", self.vmss_name))
+            with arm_errors("reading", self.vmss_id):
+                raise
 
     def read_extension(self):
         try:
             return self.compute.virtual_machine_scale_set_extensions.get(self.group, self.vmss_name,
                                                                          self.name).as_dict()
         except HttpResponseError as exc:
-            if exc.status_code == 404:
+            if is_not_found(exc):
                 return None
-            self.azure.fail_azure(exc, "reading", self.ext_id)
+            with arm_errors("reading", self.ext_id):
+                raise
 
     def read_instances(self):
-        try:
+        with arm_errors("reading the instances of", self.vmss_id):
             return [vm.as_dict() for vm in self.compute.virtual_machine_scale_set_vms.list(
                 self.group, self.vmss_name, expand="instanceView")]
-        except HttpResponseError as exc:
-            self.azure.fail_azure(exc, "reading the instances of", self.vmss_id)
 
     # ---- writes ------------------------------------------------------------------------------------------------
     def submit(self, begin, operation="writing", target=None):
-        deadline = time.time() + self.step_timeout
-        try:
-            return submit_with_retry(begin, deadline, min(self.interval, 5))
-        except HttpResponseError as exc:
-            self.azure.fail_azure(exc, operation, target or self.ext_id, changed=self.wrote)
+        return submit_with_retry(begin, self.deadline, min(self.interval, 5), operation, target or self.ext_id,
+                                 progress=self.progress, changed=self.wrote)
 
-    def wait_write(self, poller, operation, timeout, tolerate_handler_failure):
+    def wait_write(self, poller, operation, tolerate_handler_failure):
         """Wait for a model write's LRO. On Automatic/Rolling scale sets it spans the rollout: a handler failure
         there ends it with an error, which the instance views then explain, so that one is tolerated."""
         try:
-            if not wait_for_poller(poller, timeout):
-                if not tolerate_handler_failure:
-                    self.azure.fail("timed out after %ds waiting for %s of extension %s on scale set %s" % (
-                        timeout, operation, self.name, self.vmss_name), changed=True)
-                return
-            poller.result()
-        except HttpResponseError as exc:
+            wait_for_poller(poller, self.deadline, "%s of extension %s on scale set %s" % (
+                operation, self.name, self.vmss_name), operation, self.ext_id, progress=self.progress, changed=True)
+        except WaitTimeout:
+            if not tolerate_handler_failure:
+                raise AzureOperationError("timed out after %ds waiting for %s of extension %s on scale set %s" % (
+                    self.timeout, operation, self.name, self.vmss_name), changed=True)
+        except AzureOperationError as exc:
             statuses = instance_statuses(self.read_instances(), self.name)
             if tolerate_handler_failure and any(s["state"] == "failed" for s in statuses):
                 return
-            self.azure.fail_azure(exc, operation, self.ext_id, changed=True, instances=statuses)
+            exc.result.update(instances=statuses)
+            raise
 
     # ---- policy ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -165,25 +216,34 @@ class VmssExtension(object):
             return []
         unknown = [w for w in wanted if str(w) not in ids]
         if unknown:
-            self.azure.fail("upgrade_instances: instance id(s) %s not in scale set %s (instances: %s)" % (
+            raise AzureOperationError("upgrade_instances: instance id(s) %s not in scale set %s (instances: %s)" % (
                 ", ".join(unknown), self.vmss_name, ", ".join(ids)))
         return sort_ids(set(str(w) for w in wanted))
 
     def check_health(self, instances, mode, targets):
-        """Seed 001, step 1: no rollout while more than max_unhealthy_percent of the instances are unhealthy."""
+        """Before any write: no target instance may be stopped or deallocated (Azure runs no handler there), and
+        no rollout while more than max_unhealthy_percent of the instances are unhealthy (seed 001, step 1)."""
+        asleep = not_running_instances(instances, targets if mode == "Manual" else None)
+        if asleep:
+            raise AzureOperationError(
+                "instance(s) %s of scale set %s are not running, and Azure cannot run extension handlers there; "
+                "start them (az vmss start --instance-ids ...), or leave them out with upgrade_instances, then run "
+                "the task again. Nothing was written." % (", ".join(
+                    "%s (PowerState/%s)" % (item["instance_id"], item["power_state"]) for item in asleep),
+                    self.vmss_name), error_code="VMNotRunning", not_running_instances=asleep, changed=False)
         if mode == "Manual" and not targets:
             return
         unhealthy = unhealthy_instances(instances, self.name)
         limit = self.params["max_unhealthy_percent"]
         if instances and len(unhealthy) * 100.0 > limit * len(instances):
-            self.azure.fail(
+            raise AzureOperationError(
                 "%d of %d instances of scale set %s are already unhealthy (more than max_unhealthy_percent=%d), so "
                 "no rollout was started and nothing was written:\n%s" % (
                     len(unhealthy), len(instances), self.vmss_name, limit,
                     "\n".join("%s: %s" % (item["instance_id"], item["message"]) for item in unhealthy)),
-                unhealthy_instances=unhealthy)
+                unhealthy_instances=unhealthy, changed=False)
 
-    def rollout(self, mode, rolling_pct, instances, targets, present):
+    def rollout(self, mode, instances, targets, present):
         """Roll the model change out; return (summary, statuses)."""
         ids = sort_ids(vm.get("instanceId") for vm in instances)
         backend = SdkBackend(self)
@@ -192,37 +252,29 @@ class VmssExtension(object):
                 return new_summary(mode, len(ids)), instance_statuses(self.read_instances(), self.name)
             return manual_rollout(backend, self.name, self.vmss_name, targets, len(ids),
                                   self.params["batch_percent"], self.params["max_unhealthy_percent"], present,
-                                  self.step_timeout, self.interval)
+                                  interval=self.interval, deadline=self.deadline, progress=self.progress)
         if mode == "Rolling" and self.params["rolling_upgrade"]:
             poller = self.submit(lambda: self.compute.virtual_machine_scale_set_rolling_upgrades.
                                  begin_start_extension_upgrade(self.group, self.vmss_name),
                                  "starting an extension rolling upgrade of", self.vmss_id)
-            self.wait_write(poller, "the extension rolling upgrade", self.platform_timeout(mode, rolling_pct, ids), True)
+            self.wait_write(poller, "the extension rolling upgrade", True)
         return platform_rollout(backend, self.name, self.vmss_name, mode, ids, len(ids), present,
-                                self.platform_timeout(mode, rolling_pct, ids), self.interval)
-
-    def platform_timeout(self, mode, rolling_pct, ids):
-        if mode == "Rolling":
-            return self.step_timeout * len(plan_batches(ids, len(ids), rolling_pct) or [[]])
-        return self.step_timeout
+                                interval=self.interval, deadline=self.deadline, progress=self.progress)
 
     def finish(self, result, summary, statuses):
         """Fail on a stopped rollout or failed instances; warn instead with suppress_failures."""
         result.update(rollout=summary, instances=statuses)
         if summary["reason"]:
-            self.azure.fail(summary["reason"], **result)
+            raise AzureOperationError(summary["reason"], **result)
         if summary["failed"]:
             text = "extension %s failed on %d instance(s) of scale set %s: %s" % (
                 self.name, len(summary["failed"]), self.vmss_name, "; ".join(
                     "%s: %s" % (item["instance_id"], item["message"]) for item in summary["failed"]))
             if self.params["suppress_failures"]:
-                self.azure.warn(text + " (suppress_failures is on)")
+                self.warnings.append(text + " (suppress_failures is on)")
             else:
-                self.azure.fail(text, **result)
+                raise AzureOperationError(text, **result)
         return result
-
-    # ---- states ------------------------------------------------------------------------------------------------
-    wrote = False
 
     # ---- protected-settings fingerprint, kept in a tag of the scale set ----------------------------------------
     @property
@@ -250,39 +302,36 @@ class VmssExtension(object):
             operation, tags = "Delete", {self.fingerprint_tag: stored}
         else:
             return
-        try:
-            self.azure.connection.resources.tags.begin_update_at_scope(
+        with arm_errors("updating the protected-settings fingerprint tag of", self.vmss_id, changed=True):
+            self.connection.resources.tags.begin_update_at_scope(
                 self.vmss_id, {"operation": operation, "properties": {"tags": tags}}).result()
-        except HttpResponseError as exc:
-            self.azure.fail_azure(exc, "updating the protected-settings fingerprint tag of", self.vmss_id,
-                                  changed=True)
 
+    # ---- states ------------------------------------------------------------------------------------------------
     def absent(self):
         current = self.read_extension()
         vmss = self.read_vmss()
-        mode, rolling_pct = self.policy_of(vmss)
+        mode, dummy = self.policy_of(vmss)
         instances = self.read_instances()
         total = len(instances)
         if current is None:
             return dict(changed=False, changes=[], extension={}, rollout=new_summary(mode, total),
                         instances=instance_statuses(instances, self.name))
-        if self.step_timeout is None:
-            self.step_timeout = default_timeout((current.get("properties") or {}).get("type"))
+        self.start_clock((current.get("properties") or {}).get("type"))
         targets = self.targets(instances) if mode == "Manual" else []
         diff = dict(before=ext_result(current), after={})
-        if self.azure.check_mode:
+        if self.check_mode:
             return self.planned(mode, instances, targets, dict(changed=True, changes=["state"],
                                                                extension=ext_result(current), diff=diff))
+        self.check_health(instances, mode, targets)
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_delete(
             self.group, self.vmss_name, self.name, polling=self.params["wait"]), "deleting")
         self.wrote = True
         self.update_fingerprint(vmss)
-        result = dict(changed=True, changes=["state"], extension={}, diff=diff)
+        result = dict(changed=True, changes=["state"], extension={}, diff=diff, summary="%s: removed" % self.name)
         if not self.params["wait"]:
             return self.no_wait(mode, instances, targets, result)
-        ids = sort_ids(vm.get("instanceId") for vm in instances)
-        self.wait_write(poller, "the removal", self.platform_timeout(mode, rolling_pct, ids), mode != "Manual")
-        summary, statuses = self.rollout(mode, rolling_pct, instances, targets, present=False)
+        self.wait_write(poller, "the removal", mode != "Manual")
+        summary, statuses = self.rollout(mode, instances, targets, present=False)
         return self.finish(result, summary, statuses)
 
     def planned(self, mode, instances, targets, result):
@@ -308,62 +357,90 @@ class VmssExtension(object):
         result.update(rollout=summary, instances=instance_statuses(self.read_instances(), self.name))
         return result
 
+    def unchanged(self, current, mode, instances, targets):
+        """The model matches. Success means terminal: instances that do not run the latest model yet (a rollout
+        that was interrupted or not waited on) are rolled out to, instances still transitioning are waited for,
+        and failed ones fail the task."""
+        params = self.params
+        statuses = instance_statuses(instances, self.name)
+        result = dict(changed=False, changes=[], extension=ext_result(current),
+                      rollout=new_summary(mode, len(instances)), instances=statuses)
+        stale = [s["instance_id"] for s in statuses if not s["latest_model_applied"]
+                 and (mode != "Manual" or s["instance_id"] in targets)]
+        busy = [s["instance_id"] for s in statuses if s["state"] == "transitioning"]
+        if params["wait"] and not self.check_mode and busy:
+            # Handlers an earlier run started are still at work: wait for them before anything else.
+            statuses, in_time = wait_for_instances(SdkBackend(self), self.name, busy, True, False, self.deadline,
+                                                   self.interval, self.progress)
+            result.update(instances=statuses)
+            if not in_time:
+                raise AzureOperationError(
+                    "timed out after %ds waiting for extension %s on instance(s) %s of scale set %s, which were "
+                    "still transitioning from an earlier run: %s" % (self.timeout, self.name, ", ".join(busy),
+                                                                     self.vmss_name, "; ".join(
+                        "%s: %s" % (s["instance_id"], s["message"]) for s in statuses
+                        if s["instance_id"] in busy)), **result)
+        if mode == "Manual" and stale:
+            # Resume the rollout: the targeted instances that lag behind get the latest model, in batches.
+            self.check_health(instances, mode, stale)
+            result.update(changed=True, changes=["instances"],
+                          summary="%s: rollout resumed on instance(s) %s" % (self.name, ", ".join(stale)))
+            if self.check_mode:
+                return self.planned(mode, instances, stale, result)
+            if not params["wait"]:
+                return self.no_wait(mode, instances, stale, result)
+            summary, statuses = self.rollout(mode, instances, stale, present=True)
+            return self.finish(result, summary, statuses)
+        if params["wait"] and not self.check_mode and stale:
+            # Automatic/Rolling: Azure is still upgrading; wait until the instances run the latest model.
+            summary, statuses = platform_rollout(SdkBackend(self), self.name, self.vmss_name, mode, stale,
+                                                 len(instances), True, interval=self.interval,
+                                                 deadline=self.deadline, progress=self.progress)
+            result.update(instances=statuses)
+            if summary["reason"]:
+                raise AzureOperationError(summary["reason"], **result)
+        failed = [s for s in result["instances"] if s["state"] == "failed"]
+        if failed and not params["suppress_failures"]:
+            raise AzureOperationError(
+                "extension %s on scale set %s matches the declared definition but its handler failed on "
+                "instance(s) %s. Set rerun=true to run it again." % (self.name, self.vmss_name, "; ".join(
+                    "%s: %s" % (s["instance_id"], s["message"]) for s in failed)), **result)
+        return result
+
     def present(self):
         params = self.params
         vmss = self.read_vmss()
         location = vmss.get("location")
-        mode, rolling_pct = self.policy_of(vmss)
+        mode, dummy = self.policy_of(vmss)
         current = self.read_extension()
-        desired = desired_definition(self.azure, current, location, "scale set %s" % self.vmss_name, self.ext_id)
+        self.start_clock(params["type"])
+        desired = desired_definition(params, self.connection, current, location, "scale set %s" % self.vmss_name,
+                                     self.ext_id)
         desired["tags"] = None  # scale-set extensions have no tags
         changes = ["state"] if current is None else changed_properties(
             desired, self.with_stored_fingerprint(current, vmss), params["protected_settings_fingerprint"])
         instances = self.read_instances()
         targets = self.targets(instances) if mode == "Manual" else []
         if current is not None and not changes:
-            statuses = instance_statuses(instances, self.name)
-            result = dict(changed=False, changes=[], extension=ext_result(current),
-                          rollout=new_summary(mode, len(instances)), instances=statuses)
-            failed = [s for s in statuses if s["state"] == "failed"]
-            if failed and not params["suppress_failures"]:
-                self.azure.fail(
-                    "extension %s on scale set %s matches the declared definition but its handler failed on "
-                    "instance(s) %s. Set rerun=true to run it again." % (self.name, self.vmss_name, "; ".join(
-                        "%s: %s" % (s["instance_id"], s["message"]) for s in failed)), **result)
-            stale = [s["instance_id"] for s in statuses if s["instance_id"] in targets and not s["latest_model_applied"]]
-            if not stale or mode != "Manual":
-                return result
-            if params["upgrade_instances"] is None:
-                self.azure.warn("instance(s) %s of scale set %s do not run the latest model; set upgrade_instances "
-                                "(for example [all]) to upgrade them" % (", ".join(stale), self.vmss_name))
-                return result
-            # Asked for explicitly: bring the listed instances that lag behind to the latest model (canary, then all).
-            self.check_health(instances, mode, stale)
-            result.update(changed=True, changes=["instances"])
-            if self.azure.check_mode:
-                return self.planned(mode, instances, stale, result)
-            if not params["wait"]:
-                return self.no_wait(mode, instances, stale, result)
-            summary, statuses = self.rollout(mode, rolling_pct, instances, stale, present=True)
-            return self.finish(result, summary, statuses)
+            return self.unchanged(current, mode, instances, targets)
         self.check_health(instances, mode, targets)
         body = {"properties": build_body(desired, location, current, use_fingerprint=False)["properties"]}
-        diff = write_diff(current, body, self.ext_id, self.name, params["protected_settings"],
+        diff = write_diff(current, body, self.ext_id, self.name, params["protected_settings"], changes,
                           omit=("instance_view", "provisioning_state", "location", "tags"))
-        if self.azure.check_mode:
+        summary_text = change_summary(self.name, current, body, changes)
+        if self.check_mode:
             return self.planned(mode, instances, targets, dict(changed=True, changes=changes, extension=diff["after"],
-                                                               diff=diff))
+                                                               diff=diff, summary=summary_text))
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_create_or_update(
             self.group, self.vmss_name, self.name, body, polling=params["wait"]))
         self.wrote = True
         self.update_fingerprint(vmss)
         if not params["wait"]:
             result = dict(changed=True, changes=changes, extension=ext_result(poller.result().as_dict()),
-                          diff=diff)
+                          diff=diff, summary=summary_text)
             return self.no_wait(mode, instances, targets, result)
-        ids = sort_ids(vm.get("instanceId") for vm in instances)
-        self.wait_write(poller, "the model change", self.platform_timeout(mode, rolling_pct, ids), mode != "Manual")
-        summary, statuses = self.rollout(mode, rolling_pct, instances, targets, present=True)
+        self.wait_write(poller, "the model change", mode != "Manual")
+        summary, statuses = self.rollout(mode, instances, targets, present=True)
         result = dict(changed=True, changes=changes, extension=ext_result(self.read_extension() or {}),
-                      diff=diff)
+                      diff=diff, summary=summary_text)
         return self.finish(result, summary, statuses)

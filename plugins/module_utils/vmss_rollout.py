@@ -19,7 +19,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     handler_state,
     status_messages,
     vm_agent_result,
+    vm_states,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout, Waiter
 
 POLICIES = ("Manual", "Automatic", "Rolling")
 DEFAULT_BATCH_PERCENT = 20
@@ -86,6 +88,21 @@ def unhealthy_instances(instances, ext_name):
     return sorted(found, key=lambda item: instance_sort_key(item["instance_id"]))
 
 
+def not_running_instances(instances, ids=None):
+    """Instances (among ids) that are stopped or deallocated: Azure runs no extension handler there.
+    Returns [{instance_id, power_state}]."""
+    wanted = None if ids is None else set(str(i) for i in ids)
+    found = []
+    for instance in instances:
+        instance_id = str(instance.get("instanceId"))
+        if wanted is not None and instance_id not in wanted:
+            continue
+        power, dummy = vm_states((instance.get("properties") or {}).get("instanceView"))
+        if power in ("stopped", "stopping", "deallocated", "deallocating"):
+            found.append({"instance_id": instance_id, "power_state": power})
+    return sorted(found, key=lambda item: instance_sort_key(item["instance_id"]))
+
+
 def summarize(statuses):
     """Counts by state, failing instances with their messages, instances not on the latest model (info module)."""
     counts = {}
@@ -131,7 +148,7 @@ class RolloutBackend(object):
     """What a rollout needs from Azure. The module passes one built on the SDK; unit tests pass a fake.
 
     instances(): the scale set's instances with their instance views (REST dicts).
-    manual_upgrade(ids, timeout): upgrade these instances to the latest model and wait up to timeout seconds;
+    manual_upgrade(ids, deadline): upgrade these instances to the latest model and wait, at most until the deadline;
     return None, or the error text of a failed operation (a handler failure ends the operation with an error too).
     now(), sleep(seconds): the clock.
     """
@@ -154,18 +171,28 @@ def new_summary(policy, total):
             "pending": [], "stopped": False, "reason": None}
 
 
-def wait_for_instances(backend, ext_name, ids, present, require_latest_model, timeout, interval):
-    """Poll the instance views until every instance in ids has settled or timeout; return (statuses, in_time)."""
+def wait_for_instances(backend, ext_name, ids, present, require_latest_model, deadline, interval, progress=None):
+    """Poll the instance views (through the waiter) until every instance in ids has settled or the deadline;
+    return (statuses, in_time)."""
     wanted = set(str(i) for i in ids)
-    deadline = backend.now() + timeout
-    while True:
-        statuses = instance_statuses(backend.instances(), ext_name)
-        mine = [s for s in statuses if s["instance_id"] in wanted]
-        if all(settled(s, present, require_latest_model) for s in mine):
-            return statuses, True
-        if backend.now() + interval > deadline:
-            return statuses, False
-        backend.sleep(interval)
+    state = {}
+
+    def fetch():
+        state["statuses"] = instance_statuses(backend.instances(), ext_name)
+        return [s for s in state["statuses"] if s["instance_id"] in wanted]
+
+    def describe(mine):
+        waiting = [s["instance_id"] for s in mine if not settled(s, present, require_latest_model)]
+        return "%d of %d instance(s) settled%s" % (len(mine) - len(waiting), len(mine),
+                                                  "; waiting for %s" % ", ".join(waiting) if waiting else "")
+
+    waiter = Waiter(deadline, interval, progress=progress, sleep=backend.sleep)
+    try:
+        waiter.until(fetch, lambda mine: all(settled(s, present, require_latest_model) for s in mine),
+                     "extension %s on instances %s" % (ext_name, ", ".join(sort_ids(wanted))), describe=describe)
+    except WaitTimeout:
+        return state["statuses"], False
+    return state["statuses"], True
 
 
 def _record(summary, batch_statuses, present):
@@ -188,22 +215,24 @@ def _describe(ext_name, vmss_name, summary, why):
 
 
 def manual_rollout(backend, ext_name, vmss_name, targets, total, batch_percent=DEFAULT_BATCH_PERCENT,
-                   max_unhealthy_percent=DEFAULT_MAX_UNHEALTHY_PERCENT, present=True, timeout=1200, interval=15):
+                   max_unhealthy_percent=DEFAULT_MAX_UNHEALTHY_PERCENT, present=True, timeout=1200, interval=15,
+                   deadline=None, progress=None):
     """Upgrade `targets` batch by batch with manual upgrades; return (summary, statuses).
 
     Each batch is waited on (instance views) before the next one is sent. The rollout stops, and sends no later
     batch, when more than max_unhealthy_percent of the instances upgraded so far are unhealthy, when an upgrade
-    operation fails for another reason than a handler, or when a batch has not settled within `timeout` seconds.
+    operation fails for another reason than a handler, or at the deadline: the task's, when given, else `timeout`
+    seconds for the whole rollout.
     """
+    deadline = deadline or Deadline(timeout, clock=backend.now)
     summary = new_summary("Manual", total)
     batches = plan_batches(targets, total, batch_percent)
     statuses = []
     for number, batch in enumerate(batches, 1):
         summary["batches"].append(batch)
-        started = backend.now()
-        error = backend.manual_upgrade(batch, timeout)
-        remaining = max(timeout - (backend.now() - started), 0)
-        statuses, in_time = wait_for_instances(backend, ext_name, batch, present, False, remaining, interval)
+        error = backend.manual_upgrade(batch, deadline)
+        statuses, in_time = wait_for_instances(backend, ext_name, batch, present, False, deadline, interval,
+                                               progress)
         by_id = dict((s["instance_id"], s) for s in statuses)
         batch_statuses = [by_id[i] for i in batch if i in by_id]
         _record(summary, [s for s in batch_statuses if settled(s, present, False)], present)
@@ -213,7 +242,8 @@ def manual_rollout(backend, ext_name, vmss_name, targets, total, batch_percent=D
             summary["pending"] = waiting + summary["pending"]
             summary["stopped"] = True
             summary["reason"] = _describe(ext_name, vmss_name, summary, "batch %d (instances %s) did not finish "
-                                          "within %ds" % (number, ", ".join(batch), timeout))
+                                          "before the task's timeout (%ds)" % (number, ", ".join(batch),
+                                                                               deadline.seconds))
             break
         if error and not any(s["state"] == "failed" for s in batch_statuses):
             summary["stopped"] = True
@@ -232,10 +262,12 @@ def manual_rollout(backend, ext_name, vmss_name, targets, total, batch_percent=D
     return summary, statuses
 
 
-def platform_rollout(backend, ext_name, vmss_name, policy, ids, total, present=True, timeout=1200, interval=15):
+def platform_rollout(backend, ext_name, vmss_name, policy, ids, total, present=True, timeout=1200, interval=15,
+                     deadline=None, progress=None):
     """Automatic and Rolling scale sets: the platform upgrades; wait until ids run the latest model and settled."""
+    deadline = deadline or Deadline(timeout, clock=backend.now)
     summary = new_summary(policy, total)
-    statuses, in_time = wait_for_instances(backend, ext_name, ids, present, True, timeout, interval)
+    statuses, in_time = wait_for_instances(backend, ext_name, ids, present, True, deadline, interval, progress)
     wanted = set(ids)
     mine = [s for s in statuses if s["instance_id"] in wanted]
     _record(summary, [s for s in mine if settled(s, present, True)], present)
@@ -243,6 +275,6 @@ def platform_rollout(backend, ext_name, vmss_name, policy, ids, total, present=T
     if not in_time:
         summary["stopped"] = True
         summary["reason"] = _describe(ext_name, vmss_name, summary, "instances %s did not report the latest model "
-                                      "with the extension finished within %ds" % (", ".join(summary["pending"]),
-                                                                                  timeout))
+                                      "with the extension finished before the task's timeout (%ds)" % (
+                                          ", ".join(summary["pending"]), deadline.seconds))
     return summary, statuses

@@ -66,13 +66,14 @@ class Waiter(object):
     """Polls fetch() until done(value), failed(value) or the deadline.
 
     interval: seconds before the second fetch; each further pause is the previous one times backoff, at most
-    max_interval, never past the deadline. progress: a callable taking one line of text (the module reports it at
+    max_interval, never past the deadline. A callable interval is asked before every pause (the fleet stretches
+    its polling when ARM's read budget runs low). progress: a callable taking one line of text (the module reports it at
     -v), called when the described state changes. sleep: how to pause (an LRO poller's wait, a test clock).
     """
 
     def __init__(self, deadline, interval, backoff=1.0, max_interval=None, progress=None, sleep=time.sleep):
         self.deadline = deadline
-        self.interval = max(float(interval), 0.0)
+        self.interval = interval if callable(interval) else max(float(interval), 0.0)
         self.backoff = max(float(backoff), 1.0)
         self.max_interval = max_interval
         self.progress = progress
@@ -84,7 +85,7 @@ class Waiter(object):
         what: words for messages ("extension customScript on VM vm-1 to finish"); describe(v): the state in words.
         timeout_result(v): extra result fields for the WaitTimeout (the last status, for the task's result).
         """
-        pause = self.interval
+        pause = self.interval() if callable(self.interval) else self.interval
         started = self.deadline.clock()
         last_said = None
         while True:
@@ -103,7 +104,7 @@ class Waiter(object):
                 raise WaitTimeout("timed out after %ds waiting for %s; last state: %s" % (
                     round(self.deadline.clock() - started), what, _text(describe, value)), last=value, **extra)
             self.sleep(min(pause, remaining))
-            pause = pause * self.backoff
+            pause = self.interval() if callable(self.interval) else pause * self.backoff
             if self.max_interval is not None:
                 pause = min(pause, self.max_interval)
 
@@ -159,7 +160,10 @@ def wait_for_poller(poller, deadline, what, operation, resource_id=None, progres
     Raises WaitTimeout at the deadline and AzureOperationError when the operation failed."""
 
     def pause(seconds):
-        poller.wait(seconds)  # returns early when the operation finishes
+        try:
+            poller.wait(seconds)  # returns early when the operation finishes
+        except HttpResponseError:
+            pass  # the operation ended with an error: done() is true now, and result() below raises it
 
     waiter = Waiter(deadline, 5.0, progress=progress, sleep=pause)
     waiter.until(poller.done, bool, what, describe=lambda finished: "done" if finished else "in progress",

@@ -97,26 +97,16 @@ query_result:
   type: raw
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule, HttpResponseError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule, arm_errors
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import versions_matching
 from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
 
 
-def main():
-    azure = AzureModule(
-        argument_spec=dict(
-            location=dict(type="str", required=True),
-            publisher=dict(type="str", required=True),
-            type=dict(type="str"),
-            version=dict(type="str"),
-            query=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
+def run(azure):
     params = azure.params
     images = azure.connection.compute.virtual_machine_extension_images
     where = "extension images of %s in %s" % (params["publisher"], params["location"])
-    try:
+    with arm_errors("listing", where):
         types = [params["type"]] if params["type"] else \
             [image.name for image in images.list_types(params["location"], params["publisher"])]
         found = []
@@ -125,12 +115,23 @@ def main():
                 params["location"], params["publisher"], name)], params["version"])
             found.append(dict(publisher=params["publisher"], type=name, versions=versions,
                               latest=versions[-1] if versions else None))
-    except HttpResponseError as exc:
-        azure.fail_azure(exc, "listing", where)
     result = dict(changed=False, images=found)
     if params["query"]:
-        result["query_result"] = apply_query(azure, params["query"], result)
-    azure.exit(**result)
+        result["query_result"] = apply_query(params["query"], result)
+    return result
+
+
+def main():
+    AzureModule(
+        argument_spec=dict(
+            location=dict(type="str", required=True),
+            publisher=dict(type="str", required=True),
+            type=dict(type="str"),
+            version=dict(type="str"),
+            query=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for the feature, and then again for the provider, with O(wait=true).
-      - Polls every O(polling_interval) seconds.
+      - Seconds for the whole task - the wait for the feature and the wait for the provider together - with
+        O(wait=true). Polls every O(polling_interval) seconds.
     type: int
     default: 1200
   propagate:
@@ -151,8 +151,8 @@ propagated:
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureModule,
-    HttpResponseError,
-    poll_until,
+    AzureOperationError,
+    arm_errors,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import (
     DEFAULT_TIMEOUT,
@@ -168,7 +168,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.registration i
     validate_namespace,
     validate_timeout,
     wait_for_provider,
+    wait_for_state,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout
 
 
 class PreviewFeature(object):
@@ -176,62 +178,67 @@ class PreviewFeature(object):
 
     def __init__(self, azure):
         self.azure = azure
+        self.connection = azure.connection
         self.params = azure.params
         self.namespace = self.params["namespace"]
         self.name = self.params["name"]
         self.wanted = self.params["state"]
         self.timeout = self.params["timeout"]
+        self.deadline = Deadline(self.timeout)
         self.label = "%s/%s" % (self.namespace, self.name)
         self.result = dict(changed=False, namespace=self.namespace, name=self.name, propagated=False)
 
     def fail(self, msg, **extra):
         result = dict(self.result)
         result.update(extra)
-        self.azure.fail(msg, **result)
+        raise AzureOperationError(msg, **result)
 
     def send(self):
         action = "register" if self.wanted == "registered" else "unregister"
-        features = self.azure.connection.features.features
-        try:
+        features = self.connection.features.features
+        with arm_errors("%sing preview feature" % action,
+                        feature_id(self.connection.subscription_id, self.namespace, self.name), **self.result):
             sent = features.register if action == "register" else features.unregister
             return feature_result(sent(self.namespace, self.name))
-        except HttpResponseError as exc:
-            self.azure.fail_azure(exc, "%sing preview feature" % action,
-                                  feature_id(self.azure.connection.subscription_id, self.namespace, self.name),
-                                  **self.result)
 
     def wait_for_feature(self, feature):
         if is_done(feature["state"], self.wanted):
             return feature
-        feature, in_time = poll_until(lambda: read_feature(self.azure, self.namespace, self.name),
-                                      lambda value: is_done(value["state"], self.wanted), self.timeout,
-                                      self.azure.connection.polling_interval)
-        self.result["state"] = feature["state"]
-        if not in_time:
+        try:
+            feature = wait_for_state(lambda: read_feature(self.connection, self.namespace, self.name), self.wanted,
+                                     self.deadline, self.connection.polling_interval,
+                                     "preview feature %s to become %s" % (self.label, TARGET_NAME[self.wanted]),
+                                     self.azure.progress)
+        except WaitTimeout as exc:
+            feature = exc.last
+            self.result["state"] = feature["state"]
             hint = " (Pending: the feature waits for approval by Microsoft)" if feature["state"] == "Pending" else ""
             self.fail("timed out after %ds waiting for preview feature %s to become %s; last state: %s%s" % (
                 self.timeout, self.label, TARGET_NAME[self.wanted], feature["state"], hint))
+        self.result["state"] = feature["state"]
         return feature
 
     def propagate(self):
         """Register the provider again (what `az provider register` does) and wait until it is Registered."""
-        provider = send_provider(self.azure, self.namespace, "register", self.result)
+        provider = send_provider(self.connection, self.namespace, "register", self.result)
         self.result.update(propagated=True, provider_state=provider["state"])
         if not self.params["wait"]:
             return
-        provider, in_time = wait_for_provider(self.azure, self.namespace, "registered", self.timeout, provider,
-                                              self.result)
+        try:
+            provider = wait_for_provider(self.connection, self.namespace, "registered", self.deadline, provider,
+                                         self.result, self.azure.progress)
+        except WaitTimeout as exc:
+            self.result["provider_state"] = exc.last["state"]
+            self.fail("preview feature %s is %s, but timed out after %ds (the task's timeout) waiting for resource "
+                      "provider %s to be Registered again; last state: %s" % (
+                          self.label, self.result["state"], self.timeout, self.namespace, exc.last["state"]))
         self.result["provider_state"] = provider["state"]
-        if not in_time:
-            self.fail("preview feature %s is %s, but timed out after %ds waiting for resource provider %s to be "
-                      "Registered again; last state: %s" % (self.label, self.result["state"], self.timeout,
-                                                            self.namespace, provider["state"]))
 
     def run(self):
-        feature = read_feature(self.azure, self.namespace, self.name)
+        feature = read_feature(self.connection, self.namespace, self.name)
         self.result.update(id=feature["id"], state_before=feature["state"], state=feature["state"])
         if is_done(feature["state"], self.wanted):
-            self.result["provider_state"] = read_provider(self.azure, self.namespace, self.result)["state"]
+            self.result["provider_state"] = read_provider(self.connection, self.namespace, self.result)["state"]
             provider_state = self.result["provider_state"]
             if self.wanted == "registered" and self.params["propagate"] and not is_done(provider_state, "registered"):
                 self.azure.warn("preview feature %s is registered but resource provider %s is %s; register it with "
@@ -240,7 +247,7 @@ class PreviewFeature(object):
         request = not is_heading(feature["state"], self.wanted)
         will_propagate = self.params["propagate"] and self.params["wait"]
         if self.azure.check_mode:
-            provider = read_provider(self.azure, self.namespace, self.result)
+            provider = read_provider(self.connection, self.namespace, self.result)
             self.result.update(changed=request or will_propagate, state=TARGET_NAME[self.wanted],
                                provider_state=provider["state"], propagated=will_propagate)
             self.result["diff"] = dict(before=dict(state=feature["state"]), after=dict(state=TARGET_NAME[self.wanted]))
@@ -261,15 +268,22 @@ class PreviewFeature(object):
                                 "reregister=true once the feature is %s." % (
                                     self.label, feature["state"], self.namespace, TARGET_NAME[self.wanted]))
         if "provider_state" not in self.result:
-            self.result["provider_state"] = read_provider(self.azure, self.namespace, self.result)["state"]
+            self.result["provider_state"] = read_provider(self.connection, self.namespace, self.result)["state"]
         if self.result["changed"]:
             self.result["diff"] = dict(before=dict(state=self.result["state_before"]),
                                        after=dict(state=self.result["state"]))
         return self.result
 
 
+def run(azure):
+    validate_namespace(azure.params["namespace"])
+    validate_feature_name(azure.params["name"])
+    validate_timeout(azure.params)
+    return PreviewFeature(azure).run()
+
+
 def main():
-    azure = AzureModule(
+    AzureModule(
         clients=("features", "resources"),
         argument_spec=dict(
             namespace=dict(type="str", required=True),
@@ -280,11 +294,7 @@ def main():
             propagate=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
-    )
-    validate_namespace(azure, azure.params["namespace"])
-    validate_feature_name(azure, azure.params["name"])
-    validate_timeout(azure)
-    azure.exit(**PreviewFeature(azure).run())
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -98,10 +98,7 @@ query_result:
   type: raw
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureModule,
-    HttpResponseError,
-)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule, arm_errors
 from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
 from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import (
     feature_result,
@@ -111,22 +108,30 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.registration i
 )
 
 
-def read_features(azure, namespace, name):
+def read_features(connection, namespace, name):
     if name:
-        found = read_feature(azure, namespace, name, missing_ok=True)
+        found = read_feature(connection, namespace, name, missing_ok=True)
         return [found] if found else []
-    features = azure.connection.features.features
-    try:
+    features = connection.features.features
+    with arm_errors("listing preview features of", "/subscriptions/%s/providers/Microsoft.Features/%sfeatures" % (
+            connection.subscription_id, "providers/%s/" % namespace if namespace else "")):
         listed = features.list(namespace) if namespace else features.list_all()
         return [feature_result(feature) for feature in listed]
-    except HttpResponseError as exc:
-        azure.fail_azure(exc, "listing preview features of",
-                         "/subscriptions/%s/providers/Microsoft.Features/%sfeatures" % (
-                             azure.connection.subscription_id, "providers/%s/" % namespace if namespace else ""))
+
+
+def run(azure):
+    params = azure.params
+    if params["namespace"] is not None:
+        validate_namespace(params["namespace"])
+    validate_feature_name(params["name"])
+    result = dict(changed=False, features=read_features(azure.connection, params["namespace"], params["name"]))
+    if params["query"]:
+        result["query_result"] = apply_query(params["query"], result)
+    return result
 
 
 def main():
-    azure = AzureModule(
+    AzureModule(
         clients=("features",),
         argument_spec=dict(
             namespace=dict(type="str"),
@@ -135,15 +140,7 @@ def main():
         ),
         required_by=dict(name="namespace"),
         supports_check_mode=True,
-    )
-    params = azure.params
-    if params["namespace"] is not None:
-        validate_namespace(azure, params["namespace"])
-    validate_feature_name(azure, params["name"])
-    result = dict(changed=False, features=read_features(azure, params["namespace"], params["name"]))
-    if params["query"]:
-        result["query_result"] = apply_query(azure, params["query"], result)
-    azure.exit(**result)
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ options:
     type: bool
     default: true
   timeout:
-    description: Seconds to wait with O(wait=true), polling every O(polling_interval) seconds.
+    description: Seconds for the whole task with O(wait=true), polling every O(polling_interval) seconds.
     type: int
     default: 1200
 requirements:
@@ -114,7 +114,10 @@ registration_policy:
   sample: RegistrationRequired
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    AzureModule,
+    AzureOperationError,
+)
 from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import (
     DEFAULT_TIMEOUT,
     TARGET_NAME,
@@ -126,12 +129,19 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.registration i
     validate_timeout,
     wait_for_provider,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout
 
 
 def run(azure):
     params = azure.params
+    validate_namespace(params["namespace"])
+    validate_timeout(params)
+    if params["reregister"] and params["state"] != "registered":
+        raise AzureOperationError("reregister=true needs state=registered")
+    deadline = Deadline(params["timeout"])
+    connection = azure.connection
     namespace, wanted = params["namespace"], params["state"]
-    provider = read_provider(azure, namespace)
+    provider = read_provider(connection, namespace)
     result = dict(changed=False, id=provider["id"], namespace=provider["namespace"] or namespace,
                   state_before=provider["state"], state=provider["state"],
                   registration_policy=provider["registration_policy"])
@@ -142,22 +152,25 @@ def run(azure):
         result.update(changed=request, state=TARGET_NAME[wanted])
     else:
         if request:
-            provider = send_provider(azure, namespace, "register" if wanted == "registered" else "unregister",
+            provider = send_provider(connection, namespace, "register" if wanted == "registered" else "unregister",
                                      result)
             result.update(changed=True, state=provider["state"])
         if params["wait"]:
-            provider, in_time = wait_for_provider(azure, namespace, wanted, params["timeout"], provider, result)
+            try:
+                provider = wait_for_provider(connection, namespace, wanted, deadline, provider, result, azure.progress)
+            except WaitTimeout as exc:
+                result["state"] = exc.last["state"]
+                raise AzureOperationError("timed out after %ds waiting for resource provider %s to become %s; last "
+                                          "state: %s" % (params["timeout"], namespace, TARGET_NAME[wanted],
+                                                         exc.last["state"]), **result)
             result["state"] = provider["state"]
-            if not in_time:
-                azure.fail("timed out after %ds waiting for resource provider %s to become %s; last state: %s" % (
-                    params["timeout"], namespace, TARGET_NAME[wanted], provider["state"]), **result)
     if result["changed"]:
         result["diff"] = dict(before=dict(state=result["state_before"]), after=dict(state=result["state"]))
     return result
 
 
 def main():
-    azure = AzureModule(
+    AzureModule(
         clients=("resources",),
         argument_spec=dict(
             namespace=dict(type="str", required=True),
@@ -167,12 +180,7 @@ def main():
             timeout=dict(type="int", default=DEFAULT_TIMEOUT),
         ),
         supports_check_mode=True,
-    )
-    validate_namespace(azure, azure.params["namespace"])
-    validate_timeout(azure)
-    if azure.params["reregister"] and azure.params["state"] != "registered":
-        azure.fail("reregister=true needs state=registered")
-    azure.exit(**run(azure))
+    ).run(run)
 
 
 if __name__ == "__main__":

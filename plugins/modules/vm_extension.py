@@ -17,10 +17,16 @@ description:
   - Success means the handler on the VM reported C(ProvisioningState/succeeded), not only that ARM accepted the
     write. A failing handler fails the task with its status and substatus messages (a CustomScript's stdout and
     stderr).
-  - Before writing, checks that the VM exists, that its VM agent reports Ready, and that no other extension on
-    the VM is in a failed state (Azure would fail the new install anyway).
+  - Before writing, checks that the VM exists and is running (a stopped or deallocated VM fails at once, naming
+    its power state and what to do, with nothing written), that its VM agent reports Ready, and that no other
+    extension on the VM is in a failed state (Azure would fail the new install anyway).
   - A 409 "another operation is in progress" (Azure serializes the operations on one VM) is retried with
-    backoff until O(timeout).
+    backoff until O(timeout). Any other 409 fails at once with Azure's error code.
+  - "Success means terminal: with O(wait=true) the task returns only when the handler has finished, also when
+    nothing had to change - a handler still transitioning (an earlier run was interrupted after its write, or used
+    O(wait=false)) is waited for, and the task fails with the handler's messages if it failed."
+  - Errors name what is missing (subscription, resource group, VM) with Azure's error code and request ids; at
+    C(-vvv) the result also holds the Python traceback (RV(traceback)).
   - "Fleet pattern: submit every VM's change with O(wait=false) (the task returns once Azure accepted the write),
     then wait with M(azure_vm.extensions.vm_extension_info) and O(azure_vm.extensions.vm_extension_info#module:wait=true)."
 author:
@@ -82,19 +88,27 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait, including retries of 409 conflicts. Defaults to 90 minutes for CustomScript,
-        CustomScriptExtension, Chef and DSC handlers and to 20 minutes for others, as Azure's handler timeouts.
+      - Seconds for the whole task - retries of 409 conflicts, the write, and the wait for the handler together.
+        Defaults to 90 minutes for CustomScript, CustomScriptExtension, Chef and DSC handlers and to 20 minutes for
+        others, as Azure's handler timeouts.
     type: int
 extends_documentation_fragment:
   - azure_vm.extensions.azure
   - azure_vm.extensions.extension
+notes:
+  - An entry of M(azure_vm.extensions.vm_extension_info)'s RV(azure_vm.extensions.vm_extension_info#module:extensions)
+    can be passed back unchanged (its C(id), C(provisioning_state) and C(instance_view) are accepted and ignored,
+    its Key Vault reference in ARM's shape is accepted, its masked fingerprint tag is ignored); it then reports no
+    change.
 attributes:
   check_mode:
     support: full
     description: Reports what would change and sends no write.
   diff_mode:
     support: full
-    description: Shows the extension before and after; protected values are masked.
+    description:
+      - Shows the extension before and after. Protected settings appear (masked) only when they are part of the
+        change; the fingerprint tag's value is masked.
 """
 
 EXAMPLES = r"""
@@ -160,6 +174,28 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+summary:
+  description: What changed, in plain words (name, old and new version, the properties that changed).
+  returned: when something changed
+  type: str
+  sample: "customScript: version 2.0 -> 2.1; settings changed"
+traceback:
+  description: The Python traceback of a failure (at C(-vvv) and more).
+  returned: on failure, at verbosity 3 or more
+  type: str
+error_code:
+  description: Azure's error code of a failure, for example V(ResourceGroupNotFound) or V(VMNotRunning).
+  returned: on failure, when known
+  type: str
+request_id:
+  description: The C(x-ms-request-id) of the failed Azure request (what Azure support asks for).
+  returned: on failure, when Azure answered
+  type: str
+progress:
+  description: What the waits saw, one line per change of state (at C(-v) and more).
+  returned: at verbosity 1 or more, when the task waited
+  type: list
+  elements: str
 changes:
   description: The options whose declared value differed from Azure (empty when nothing changed).
   returned: always
@@ -205,7 +241,7 @@ extension:
       description: ARM provisioning state, for example V(Succeeded), V(Creating) (with O(wait=false)) or V(Failed).
       type: str
     tags:
-      description: Tags, including the protected-settings fingerprint tag when used.
+      description: Tags, including the protected-settings fingerprint tag when used (its value masked).
       type: dict
 instance_view:
   description: What the handler reports on the VM.
@@ -236,16 +272,22 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_s
 )
 
 
+def run(azure):
+    validate_extension_options(azure.params)
+    state = VmExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
+    try:
+        return state.present() if azure.params["state"] == "present" else state.absent()
+    finally:
+        for warning in state.warnings:
+            azure.warn(warning)
+
+
 def main():
-    azure = AzureModule(
+    AzureModule(
         argument_spec=dict(VM_EXTENSION_OPTIONS, vm_name=dict(type="str", required=True)),
         supports_check_mode=True,
         **EXTENSION_OPTION_RULES
-    )
-    validate_extension_options(azure)
-    run = VmExtension(azure)
-    result = run.present() if azure.params["state"] == "present" else run.absent()
-    azure.exit(**result)
+    ).run(run)
 
 
 if __name__ == "__main__":

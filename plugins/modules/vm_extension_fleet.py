@@ -16,14 +16,13 @@ description:
     the C(azure_vm.extensions.extensions) role runs once per play batch; call it directly to converge a list of
     VMs without an inventory.
   - Each VM is read once (C($expand=instanceView)); a VM whose extensions all match costs that one read.
-  - Azure runs one extension operation at a time on a VM and VMs in parallel, so the work goes in rounds; each
-    round submits the next pending operation on every VM, then waits for all of them. The total time is about the
-    number of operations per VM times the handler time, whatever the number of VMs.
+  - Azure runs one extension operation at a time on a VM and VMs in parallel, so every VM goes on to its next
+    operation as soon as its own is over. The total time is about the number of operations per VM times the
+    handler time, whatever the number of VMs, or Azure's write budget when that is tighter. Waiting uses single
+    reads while few VMs are pending and C(List All statusOnly=true) sweeps when many are.
   - Every extension gets exactly the checks and comparison of M(azure_vm.extensions.vm_extension) (VM agent
     Ready, no failed sibling, protected-settings fingerprint, handler status). A VM that fails does not stop the
     others; the task fails when any VM failed, and RV(hosts) tells which and why.
-  - Every VM goes on to its next operation as soon as its own is over. Waiting uses single reads while few VMs
-    are pending and C(List All statusOnly=true) sweeps when many are.
   - Every request waits for a slot in client-side token buckets seeded from Azure's published limits (ARM per
     subscription and principal, Compute per policy and per VM) and corrected by the
     C(x-ms-ratelimit-remaining-*) headers; a 429's C(Retry-After) is always honoured, and several runs with one
@@ -33,7 +32,8 @@ author:
 options:
   targets:
     description:
-      - The VMs and what each should have. Holds protected settings, so it is never logged.
+      - The VMs and what each should have. Only the protected values in it (C(protected_settings)) are hidden from
+        the output; names, versions and settings are shown.
     type: list
     elements: dict
     required: true
@@ -50,24 +50,103 @@ options:
         required: true
       extensions:
         description:
-          - The declared extensions, each a dict of M(azure_vm.extensions.vm_extension)'s options (C(name),
-            C(state), C(publisher), C(type), C(type_handler_version), C(settings), C(protected_settings), ...),
-            without C(resource_group), C(vm_name) and C(wait). Validated like that module's options.
+          - The declared extensions, each with M(azure_vm.extensions.vm_extension)'s options (without
+            C(resource_group), C(vm_name), C(wait) and C(timeout)), validated as that module validates them.
+          - An entry of M(azure_vm.extensions.vm_extension_info)'s RV(azure_vm.extensions.vm_extension_info#module:extensions)
+            can be given unchanged.
         type: list
         elements: dict
         default: []
+        suboptions:
+          name:
+            description: Name of the extension on the VM.
+            type: str
+            required: true
+          state:
+            description: Whether the extension should exist.
+            type: str
+            default: present
+            choices: [present, absent]
+          publisher:
+            description: Extension publisher. Required with O(targets[].extensions[].state=present).
+            type: str
+          type:
+            description: Extension type. Required with O(targets[].extensions[].state=present).
+            type: str
+          type_handler_version:
+            description: Handler version, or V(latest). Required with O(targets[].extensions[].state=present).
+            type: str
+          settings:
+            description: Public settings, compared exactly (see M(azure_vm.extensions.vm_extension)).
+            type: dict
+          protected_settings:
+            description: Protected settings. Never logged or returned.
+            type: dict
+          protected_settings_from_key_vault:
+            description: Protected settings held in Key Vault (C(secret_url), C(source_vault_id), or ARM's shape).
+            type: dict
+          protected_settings_fingerprint:
+            description: Keep the protected-settings fingerprint tag (see M(azure_vm.extensions.vm_extension)).
+            type: bool
+            default: true
+          auto_upgrade_minor_version:
+            description: Let Azure use the newest minor version at deployment.
+            type: bool
+            default: true
+          enable_automatic_upgrade:
+            description: Automatic extension upgrade. Not managed when omitted.
+            type: bool
+          suppress_failures:
+            description: Suppress handler failures. Not managed when omitted.
+            type: bool
+          force_update_tag:
+            description: A string that, when changed, makes Azure run the handler again.
+            type: str
+          rerun:
+            description: Run the handler again now (a new unique force-update tag).
+            type: bool
+            default: false
+          provision_after_extensions:
+            description: Extensions that must be provisioned before this one.
+            type: list
+            elements: str
+          tags:
+            description: Tags of the extension resource.
+            type: dict
+          location:
+            description: Region of the extension. Defaults to the VM's region.
+            type: str
+          check_vm_agent:
+            description: Fail before writing when the VM agent does not report Ready.
+            type: bool
+            default: true
+          ignore_failed_extensions:
+            description: Go ahead even when another extension on the VM is in a failed state.
+            type: bool
+            default: false
+          id:
+            description: Returned by the info module; accepted and ignored.
+            type: str
+          provisioning_state:
+            description: Returned by the info module; accepted and ignored.
+            type: str
+          instance_view:
+            description: Returned by the info module; accepted and ignored.
+            type: dict
       exclusive:
         description: Also remove the extensions of the VM that are not declared.
         type: bool
         default: false
-  poll_interval:
+  polling_interval:
     description:
       - Seconds between two status reads while VMs are waited for. While the waiting VMs are fewer than the pages
         of one C(List All) sweep, each is read with its own GET at most this often; otherwise one
         C(List All statusOnly=true) sweep reads them all this often. Every request also waits for its slot in
         Azure's published throttling budgets.
+      - C(poll_interval) is the old name, kept as an alias.
     type: float
     default: 5
+    aliases: [poll_interval]
   progress_file:
     description:
       - A file to which a progress line (VMs submitted, succeeded, failed, waiting) is appended about every
@@ -87,11 +166,15 @@ options:
     default: false
   timeout:
     description:
-      - Seconds to wait for each extension operation. Defaults to each extension's own C(timeout), else 90 minutes
-        for CustomScript, Chef and DSC handlers and 20 minutes for others.
+      - Seconds for the whole task, all operations and all VMs together. When it runs out, every VM still waited for
+        fails with its handler's last status.
+      - Defaults to the largest sum, over one VM's declared extensions, of Azure's handler timeouts (90 minutes for
+        CustomScript, Chef and DSC handlers, 20 minutes for others and for removals).
     type: int
 extends_documentation_fragment:
   - azure_vm.extensions.azure
+notes:
+  - This module's O(polling_interval) replaces the auth fragment's one (it paces the fleet's own status polls).
 attributes:
   check_mode:
     support: full
@@ -133,10 +216,20 @@ hosts:
       description: Whether this VM failed.
       type: bool
     msg:
-      description: What changed, or why it failed (with the handler's messages).
+      description:
+        - In plain words, what changed (per extension - its name, old and new version, the properties that
+          changed), or why it failed (with the handler's status and substatus messages).
       type: str
+      sample: "changed: customScript: version 2.0 -> 2.1; settings changed; monitor: created at version 1.33"
+    summary:
+      description: One line per extension written or removed, as in RV(hosts.msg).
+      type: list
+      elements: str
     changes:
       description: Per extension name, the options that differed.
+      type: dict
+    error:
+      description: On failure, the details - ARM's error code and request ids, the extension and its instance view.
       type: dict
     removed:
       description: Extensions removed because O(targets[].exclusive) is on.
@@ -172,11 +265,6 @@ waiting:
     single_reads:
       description: GETs of one VM while waiting (and after a sweep showed it settled).
       type: int
-progress:
-  description: The progress lines written while waiting.
-  returned: at C(-v) and higher verbosities
-  type: list
-  elements: str
 elapsed_s:
   description: Seconds the convergence took.
   returned: always
@@ -189,34 +277,26 @@ throttling:
 
 import time
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureError, AzureModule
-from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet import Fleet, Target
+from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+    AZURE_AUTH_ARGSPEC,
+    AzureModule,
+    AzureOperationError,
+)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import EXTENSION_OPTION_RULES
+from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet import FLEET_EXTENSION_OPTIONS, Fleet, Target
 
 
-def main():
-    azure = AzureModule(
-        argument_spec=dict(
-            targets=dict(type="list", elements="dict", required=True, no_log=True, options=dict(
-                host=dict(type="str"),
-                vm_name=dict(type="str"),
-                resource_group=dict(type="str", required=True),
-                extensions=dict(type="list", elements="dict", default=[]),
-                exclusive=dict(type="bool", default=False),
-            ), required_one_of=[("host", "vm_name")]),
-            poll_interval=dict(type="float", default=5),
-            progress_file=dict(type="path"),
-            max_workers=dict(type="int", default=32),
-            ignore_vm_failures=dict(type="bool", default=False),
-            timeout=dict(type="int"),
-        ),
-        supports_check_mode=True,
-    )
+def run(azure):
     params = azure.params
-    for option, low in (("poll_interval", 0.05), ("max_workers", 1), ("timeout", 1)):
+    for option, low in (("polling_interval", 0.05), ("max_workers", 1), ("timeout", 1)):
         if params[option] is not None and params[option] < low:
-            azure.fail("%s must be at least %s; got %r" % (option, low, params[option]))
+            raise AzureOperationError("%s must be at least %s; got %r" % (option, low, params[option]))
     targets = [Target(item["host"] or item["vm_name"], item["vm_name"], item["resource_group"], item["extensions"],
                       item["exclusive"]) for item in params["targets"]]
+    hosts = [target.host for target in targets]
+    duplicates = sorted(set(host for host in hosts if hosts.count(host) > 1))
+    if duplicates:
+        raise AzureOperationError("targets: host %s is listed twice" % ", ".join(duplicates))
     started = time.time()
     progress_file = params["progress_file"]
 
@@ -226,26 +306,44 @@ def main():
             with open(progress_file, "a") as handle:
                 handle.write("%s %s\n" % (time.strftime("%H:%M:%S"), line))
 
-    fleet = Fleet(azure.connection, targets, azure.check_mode, params["poll_interval"], params["max_workers"],
+    fleet = Fleet(azure.connection, targets, azure.check_mode, params["polling_interval"], params["max_workers"],
                   params["timeout"], progress=progress)
-    try:
-        rounds = fleet.run()
-    except AzureError as exc:
-        azure.fail_azure(exc, "converging extensions of %d VMs" % len(targets))
-    azure.module.no_log_values.update(fleet.no_log_values)
+    rounds = fleet.run()
     hosts = dict((target.host, target.result()) for target in targets)
     pipeline = fleet.pipeline
     result = dict(changed=any(target.changed for target in targets), hosts=hosts, rounds=rounds,
-                  vm_reads=fleet.reads, elapsed_s=round(time.time() - started, 3),
+                  vm_reads=fleet.reads, elapsed_s=round(time.time() - started, 3), timeout=fleet.timeout,
                   waiting={"list_sweeps": pipeline.sweeps if pipeline else 0,
                            "list_pages": pipeline.list_reads if pipeline else 0,
                            "single_reads": pipeline.single_reads if pipeline else 0},
                   throttling=azure.connection.pacing.scheduler.snapshot())
     failed = [host for host, outcome in hosts.items() if outcome["failed"]]
     if failed and not params["ignore_vm_failures"]:
-        azure.fail("%d of %d VMs failed: %s" % (len(failed), len(hosts), "; ".join(
+        raise AzureOperationError("%d of %d VMs failed: %s" % (len(failed), len(hosts), "; ".join(
             "%s: %s" % (host, hosts[host]["msg"]) for host in failed)), **result)
-    azure.exit(**result)
+    return result
+
+
+def main():
+    extension = dict(type="list", elements="dict", default=[], options=FLEET_EXTENSION_OPTIONS)
+    extension.update(EXTENSION_OPTION_RULES)
+    AzureModule(
+        argument_spec=dict(
+            targets=dict(type="list", elements="dict", required=True, options=dict(
+                host=dict(type="str"),
+                vm_name=dict(type="str"),
+                resource_group=dict(type="str", required=True),
+                extensions=extension,
+                exclusive=dict(type="bool", default=False),
+            ), required_one_of=[("host", "vm_name")]),
+            polling_interval=dict(AZURE_AUTH_ARGSPEC["polling_interval"], default=5, aliases=["poll_interval"]),
+            progress_file=dict(type="path"),
+            max_workers=dict(type="int", default=32),
+            ignore_vm_failures=dict(type="bool", default=False),
+            timeout=dict(type="int"),
+        ),
+        supports_check_mode=True,
+    ).run(run)
 
 
 if __name__ == "__main__":

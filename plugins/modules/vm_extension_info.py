@@ -46,8 +46,8 @@ options:
     default: false
   timeout:
     description:
-      - Seconds to wait with O(wait=true). Defaults to 90 minutes when a CustomScript, Chef or DSC handler is
-        among the extensions and 20 minutes otherwise, as Azure's own handler timeouts.
+      - Seconds for the whole task with O(wait=true). Defaults to 90 minutes when a CustomScript, Chef or DSC
+        handler is among the extensions and 20 minutes otherwise, as Azure's own handler timeouts.
     type: int
 extends_documentation_fragment:
   - azure_vm.extensions.azure
@@ -126,8 +126,25 @@ extensions:
       type: str
       sample: Succeeded
     tags:
-      description: Tags of the extension resource.
+      description:
+        - Tags of the extension resource. The value of the protected-settings fingerprint tag
+          (C(azure_vm.extensions.protected_settings)) is masked.
       type: dict
+    force_update_tag:
+      description: The force-update tag last sent.
+      type: str
+    provision_after_extensions:
+      description: Extensions provisioned before this one.
+      type: list
+      elements: str
+    protected_settings_from_key_vault:
+      description:
+        - The Key Vault reference of the protected settings, in ARM's shape (C(secretUrl), C(sourceVault.id)),
+          which M(azure_vm.extensions.vm_extension) also accepts, so an entry can be passed back unchanged.
+      type: dict
+    location:
+      description: Region of the extension.
+      type: str
     instance_view:
       description: What the handler on the VM reports.
       type: dict
@@ -169,28 +186,20 @@ query_result:
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureModule,
-    HttpResponseError,
-    poll_until,
-    resource_id,
+    AzureOperationError,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
-    TERMINAL_STATES,
     default_timeout,
     extension_result,
     extensions_from_vm,
+    handler_settled,
+    handler_state_text,
     status_messages,
     vm_agent_result,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
-
-
-def read_vm(azure, resource_group, vm_name):
-    """One read answers for the VM agent and every extension with its instance view."""
-    try:
-        return azure.connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView").as_dict()
-    except HttpResponseError as exc:
-        azure.fail_azure(exc, "reading", resource_id(azure.connection.subscription_id, resource_group,
-                                                     "virtualMachines", vm_name))
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import read_vm
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout, Waiter
 
 
 def select(vm, name):
@@ -198,8 +207,48 @@ def select(vm, name):
             if not name or (ext.get("name") or "").lower() == name.lower()]
 
 
+def run(azure):
+    params = azure.params
+    if params["timeout"] is not None and params["timeout"] <= 0:
+        raise AzureOperationError("timeout must be a positive number of seconds; got %r" % params["timeout"])
+    group, vm_name, name = params["resource_group"], params["vm_name"], params["name"]
+    connection = azure.connection
+
+    def fetch():
+        return read_vm(connection, group, vm_name)
+
+    def pending(vm):
+        return [ext for ext in select(vm, name) if not handler_settled(ext)]
+
+    vm = fetch()
+    if params["wait"] and pending(vm):
+        timeout = params["timeout"] or max(default_timeout(ext["type"]) for ext in select(vm, name))
+        waiter = Waiter(Deadline(timeout), connection.polling_interval, progress=azure.progress)
+        try:
+            vm = waiter.until(fetch, lambda read: not pending(read), "extension(s) on VM %s to finish" % vm_name,
+                              describe=lambda read: "; ".join("%s: %s" % (ext["name"], handler_state_text(ext))
+                                                              for ext in pending(read)) or "done")
+        except WaitTimeout as exc:
+            raise AzureOperationError("timed out after %ds waiting for extension(s) %s on VM %s to finish; last "
+                                      "status: %s" % (timeout, ", ".join(ext["name"] for ext in pending(exc.last)),
+                                                      vm_name, "; ".join("%s: %s" % (
+                                                          ext["name"], handler_state_text(ext))
+                                                          for ext in pending(exc.last))),
+                                      extensions=select(exc.last, name))
+    extensions = select(vm, name)
+    result = dict(changed=False, extensions=extensions,
+                  vm_agent=vm_agent_result((vm.get("properties") or {}).get("instanceView")))
+    if params["query"]:
+        result["query_result"] = apply_query(params["query"], result)
+    failed = [ext for ext in extensions if (ext.get("instance_view") or {}).get("state") == "failed"]
+    if params["wait"] and failed:
+        raise AzureOperationError("extension(s) failed on VM %s:\n%s" % (vm_name, "\n".join(
+            "%s: %s" % (ext["name"], status_messages(ext["instance_view"])) for ext in failed)), **result)
+    return result
+
+
 def main():
-    azure = AzureModule(
+    AzureModule(
         argument_spec=dict(
             resource_group=dict(type="str", required=True),
             vm_name=dict(type="str", required=True),
@@ -209,36 +258,7 @@ def main():
             timeout=dict(type="int"),
         ),
         supports_check_mode=True,
-    )
-    params = azure.params
-    group, vm_name, name = params["resource_group"], params["vm_name"], params["name"]
-
-    def fetch():
-        return read_vm(azure, group, vm_name)
-
-    def settled(extension):
-        return (extension.get("instance_view") or {}).get("state") != "transitioning" and \
-            (extension["provisioning_state"] or "").lower() in TERMINAL_STATES
-
-    vm = fetch()
-    if params["wait"] and not all(settled(ext) for ext in select(vm, name)):
-        timeout = params["timeout"] or max(default_timeout(ext["type"]) for ext in select(vm, name))
-        vm, in_time = poll_until(fetch, lambda read: all(settled(ext) for ext in select(read, name)), timeout,
-                                 azure.connection.polling_interval)
-        if not in_time:
-            pending = [ext["name"] for ext in select(vm, name) if not settled(ext)]
-            azure.fail("timed out after %ds waiting for extension(s) %s on VM %s to finish" % (
-                timeout, ", ".join(pending), vm_name), extensions=select(vm, name))
-    extensions = select(vm, name)
-    result = dict(changed=False, extensions=extensions,
-                  vm_agent=vm_agent_result((vm.get("properties") or {}).get("instanceView")))
-    if params["query"]:
-        result["query_result"] = apply_query(azure, params["query"], result)
-    failed = [ext for ext in extensions if (ext.get("instance_view") or {}).get("state") == "failed"]
-    if params["wait"] and failed:
-        azure.fail("extension(s) failed on VM %s:\n%s" % (vm_name, "\n".join(
-            "%s: %s" % (ext["name"], status_messages(ext["instance_view"])) for ext in failed)), **result)
-    azure.exit(**result)
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,11 @@ description:
     unhealthy (VM agent not Ready, or another extension failed).
   - The task fails when the extension's handler failed on any instance (unless O(suppress_failures=true)), naming
     each instance and the handler's message.
-  - A 409 "another operation is in progress" is retried with backoff until O(timeout).
+  - A 409 "another operation is in progress" is retried with backoff until O(timeout); any other 409 fails at once.
+  - Before any write, the task fails when a targeted instance is stopped or deallocated, naming it and its state.
+  - "Success means terminal: when the model already matches, instances still transitioning are waited for, and
+    instances that do not run the latest model yet (a rollout that was interrupted, or not waited on) are rolled
+    out to in batches, as a first run would; the task reports V(instances) in RV(changes) then."
 author:
   - azure_vm.extensions maintainers (@azure-vm)
 requirements:
@@ -68,10 +72,11 @@ options:
       - C(Manual) upgrade policy only. The instance ids to upgrade to the new model after a change.
       - Omitted or V([all]) upgrades every instance; V([]) or V([none]) only changes the model (instances pick it
         up when upgraded later).
-      - When given and the extension already matches, the listed instances that do not run the scale set's latest
-        model yet (an earlier run with fewer instances, a stopped rollout, O(wait=false)) are upgraded, so a canary
-        run with a few ids followed by a run with V([all]) converges. A manual upgrade applies the whole latest
-        model, including other extensions' changes waiting in it. When omitted, such instances only cause a warning.
+      - When the extension already matches, the targeted instances that do not run the scale set's latest model
+        yet (an earlier run with fewer instances, an interrupted rollout, O(wait=false)) are upgraded, so a canary
+        run with a few ids followed by a run with V([all]) converges and a killed rollout is resumed. A manual
+        upgrade applies the whole latest model, including other extensions' changes waiting in it; use V([]) to
+        leave the instances alone.
       - Ignored for C(Automatic) and C(Rolling) scale sets, where Azure upgrades every instance.
     type: list
     elements: str
@@ -114,8 +119,8 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for each step, including retries of 409 conflicts. A step is the model write and each
-        batch of a C(Manual) rollout; a C(Rolling) rollout gets this for each of its batches.
+      - Seconds for the whole task - retries of 409 conflicts, the model write and every batch of the rollout
+        together. A rollout that reaches it stops, sends no further batch, and names the instances not reached.
       - Defaults to 90 minutes for CustomScript, CustomScriptExtension, Chef and DSC handlers and to 20 minutes
         for others, as Azure's handler timeouts.
     type: int
@@ -309,52 +314,31 @@ instances:
 """
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
-    EXTENSION_OPTION_RULES,
-    EXTENSION_OPTIONS,
-    default_timeout,
-    validate_extension_options,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import EXTENSION_OPTION_RULES
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import (
+    VMSS_EXTENSION_OPTIONS,
+    VmssExtension,
+    validate_vmss_options,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import VmssExtension
 
 
-def validate(azure):
-    """Refuse bad input before anything is read or written, naming the option and what is allowed."""
-    validate_extension_options(azure)
-    params = azure.params
-    for option in ("batch_percent", "max_unhealthy_percent"):
-        low = 1 if option == "batch_percent" else 0
-        if not low <= params[option] <= 100:
-            azure.fail("%s must be between %d and 100; got %r" % (option, low, params[option]))
-    if params["rolling_upgrade"] and not params["wait"]:
-        azure.fail("rolling_upgrade=true needs wait=true (the extension rolling upgrade starts after the model change "
-                   "has been applied)")
-    wanted = params["upgrade_instances"] or []
-    if len(wanted) > 1 and [w for w in wanted if w.lower() in ("all", "none")]:
-        azure.fail("upgrade_instances: 'all' and 'none' cannot be mixed with instance ids; got %r" % wanted)
+def run(azure):
+    validate_vmss_options(azure.params)
+    state = VmssExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
+    try:
+        return state.present() if azure.params["state"] == "present" else state.absent()
+    finally:
+        for warning in state.warnings:
+            azure.warn(warning)
 
 
 def main():
-    azure = AzureModule(
+    AzureModule(
         clients=("compute", "resources"),
-        argument_spec=dict(
-            EXTENSION_OPTIONS,
-            vmss_name=dict(type="str", required=True),
-            upgrade_instances=dict(type="list", elements="str"),
-            batch_percent=dict(type="int", default=20),
-            max_unhealthy_percent=dict(type="int", default=20),
-            rolling_upgrade=dict(type="bool", default=False),
-            protected_settings_fingerprint=dict(type="bool", default=True, no_log=False),
-        ),
+        argument_spec=VMSS_EXTENSION_OPTIONS,
         supports_check_mode=True,
         **EXTENSION_OPTION_RULES
-    )
-    validate(azure)
-    run = VmssExtension(azure)
-    if run.step_timeout is None and azure.params["state"] == "present":
-        run.step_timeout = default_timeout(azure.params["type"])
-    result = run.present() if azure.params["state"] == "present" else run.absent()
-    azure.exit(**result)
+    ).run(run)
 
 
 if __name__ == "__main__":

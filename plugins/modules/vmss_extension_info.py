@@ -166,6 +166,9 @@ query_result:
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureModule,
     HttpResponseError,
+    arm_errors,
+    is_not_found,
+    not_found_error,
     resource_id,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import extension_result
@@ -173,38 +176,31 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.query import a
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout import instance_statuses, summarize
 
 
-def main():
-    azure = AzureModule(
-        argument_spec=dict(
-            resource_group=dict(type="str", required=True),
-            vmss_name=dict(type="str", required=True),
-            name=dict(type="str"),
-            query=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
+def run(azure):
     params = azure.params
     group, vmss_name, name = params["resource_group"], params["vmss_name"], params["name"]
-    compute = azure.connection.compute
-    target = resource_id(azure.connection.subscription_id, group, "virtualMachineScaleSets", vmss_name)
+    connection = azure.connection
+    compute = connection.compute
+    target = resource_id(connection.subscription_id, group, "virtualMachineScaleSets", vmss_name)
     try:
         vmss = compute.virtual_machine_scale_sets.get(group, vmss_name).as_dict()
+    except HttpResponseError as exc:
+        if is_not_found(exc):
+            raise not_found_error(exc, connection.subscription_id, group, resource=("vmss", vmss_name))
+        with arm_errors("reading", target):
+            raise
+    with arm_errors("reading extensions of", target):
         if name:
             try:
                 found = [compute.virtual_machine_scale_set_extensions.get(group, vmss_name, name)]
             except HttpResponseError as exc:
-                if exc.status_code != 404:
+                if not is_not_found(exc):
                     raise
                 found = []
         else:
             found = list(compute.virtual_machine_scale_set_extensions.list(group, vmss_name))
-        listed = compute.virtual_machine_scale_set_vms.list(group, vmss_name, expand="instanceView")
-        instances = [vm.as_dict() for vm in listed]
-    except HttpResponseError as exc:
-        if exc.status_code == 404:
-            azure.fail("virtual machine scale set %r not found in resource group %r" % (vmss_name, group),
-                       error_code="NotFound")
-        azure.fail_azure(exc, "reading extensions of", target)
+        instances = [vm.as_dict() for vm in compute.virtual_machine_scale_set_vms.list(group, vmss_name,
+                                                                                      expand="instanceView")]
     extensions = []
     for ext in found:
         item = extension_result(ext.as_dict())
@@ -222,8 +218,20 @@ def main():
     }
     result = dict(changed=False, scale_set=scale_set, extensions=extensions)
     if params["query"]:
-        result["query_result"] = apply_query(azure, params["query"], result)
-    azure.exit(**result)
+        result["query_result"] = apply_query(params["query"], result)
+    return result
+
+
+def main():
+    AzureModule(
+        argument_spec=dict(
+            resource_group=dict(type="str", required=True),
+            vmss_name=dict(type="str", required=True),
+            name=dict(type="str"),
+            query=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
 """The extensions role over a small inventory: converge, no-change, exclusive, and an emulated write budget."""
+import json
+import subprocess
+
 import pytest
 import yaml
 
@@ -58,8 +61,9 @@ def fleet(fleet_emulator, ansible_env, tmp_path):
         env.update(fleet_emulator.env)
         env["ANSIBLE_STDOUT_CALLBACK"] = "json_results"
         env["AZURE_POLLING_INTERVAL"] = "0.2"
-        variables = {"extensions_poll_interval": 0.2}
+        variables = {"extensions_polling_interval": 0.2}
         variables.update(extra_vars or {})
+        variables = dict((key, value) for key, value in variables.items() if value is not None)
         cmd = [str(VENV_BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(inventory), "-f", str(forks),
                "-e", json.dumps(variables)] + list(options)
         if "-vvvv" in options:
@@ -178,9 +182,58 @@ def test_one_failing_vm_does_not_stop_the_others(fleet):
 
 
 def test_bad_declaration_names_the_option_before_any_write(fleet):
+    # The declarations are the module's argument spec now: a bad one stops the batch before anything is sent.
     bad = dict(EXTENSIONS[0], state="installed")
     run = fleet(hosts={"fleet-001": {"azure_vm_extensions": [bad]}})
     assert run.rc != 0
-    report = run.task("Report the result of this host's VM", "fleet-001")
-    assert "state" in report["msg"]["msg"] and "present, absent" in report["msg"]["msg"]
+    result = run.task("Converge the VM extensions of every host in the batch", "fleet-001")
+    assert "state" in result["msg"] and "present, absent" in result["msg"] and "installed" in result["msg"]
     assert writes(run.log) == []
+
+
+def test_old_option_names_still_work(fleet):
+    run = fleet(hosts={"fleet-001": {}}, extra_vars={"extensions_poll_interval": 0.3,
+                                                     "extensions_polling_interval": None})
+    assert run.rc == 0, run.stdout[-3000:]
+    module = run.task("Converge the VM extensions of every host in the batch", "fleet-001")
+    assert module["invocation"]["module_args"]["polling_interval"] == 0.3
+
+
+def test_results_are_readable_at_vvvv_and_hide_only_protected_values(fleet):
+    # Defect 3: targets used to be one no_log option, so every declared string was masked wherever it appeared.
+    public = "assignment-web-42"
+    declared = [dict(EXTENSIONS[0], type_handler_version="1.33", settings={"assignment": public}), EXTENSIONS[1]]
+    fleet.emulator.faults([{"extension": {"vm": "fleet-002", "name": "monitor", "outcome": "failed",
+                                          "message": "guest configuration assignment '%s' failed" % public}}])
+    hosts = {"fleet-001": {}, "fleet-002": {}}
+    run = fleet(hosts=hosts, group_vars={"azure_vm_extensions": declared}, options=["-vvvv"],
+                extra_vars={"extensions_polling_interval": 1.0})
+    assert run.rc != 0
+    out = run.stdout + run.stderr
+    assert "monitor: created at version 1.33" in out and "bootstrap: created at version 2.1" in out
+    assert "guest configuration assignment '%s' failed" % public in out
+    assert '"polling_interval": 1.0' in out and '"type_handler_version": "1.33"' in out
+    assert "********" not in out
+    assert "fleet-protected-token" not in out
+    assert "fleet-protected-token" not in json.dumps(fleet.emulator.requests())
+    assert "fleet-protected-token" not in json.dumps(fleet.emulator.state())
+
+
+def test_unchanged_declaration_with_a_transitioning_handler_is_waited_for(fleet, ansible_env, tmp_path):
+    # An earlier run wrote the extension and stopped waiting (wait=false, or a killed play). The fleet must wait
+    # for the handler and report its real outcome, without writing again.
+    fleet.emulator.faults([{"extension": {"vm": "fleet-001", "name": "monitor", "outcome": "failed",
+                                          "duration_s": 4, "message": "monitor agent crashed"}}])
+    submit = tmp_path / "submit.yml"
+    submit.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [{
+        "azure_vm.extensions.vm_extension": dict(EXTENSIONS[0], resource_group=RG, vm_name="fleet-001", wait=False)}]}]))
+    env = dict(ansible_env)
+    env.update(fleet.emulator.env)
+    subprocess.run([str(VENV_BIN / "ansible-playbook"), str(submit), "-i", "localhost,", "-c", "local"], env=env,
+                   check=True, capture_output=True)
+    before = len(fleet.emulator.requests())
+    run = fleet(hosts={"fleet-001": {"azure_vm_extensions": EXTENSIONS[:1]}})
+    report = run.task("Report the result of this host's VM", "fleet-001")
+    assert report["failed"] is True and "monitor agent crashed" in report["msg"]["msg"]
+    assert report["msg"]["changed"] is False
+    assert writes(fleet.emulator.requests()[before:]) == []

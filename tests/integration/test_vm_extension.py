@@ -64,7 +64,7 @@ def test_protected_settings_change_alone_is_applied_and_never_leaks(run_playbook
         assert secret_one not in text and secret_two not in text
     # The fingerprint tag holds no recoverable form of the secret.
     tag = extension_writes(emulator)[-1]["body"]["tags"]["azure_vm.extensions.protected_settings"]
-    assert tag.startswith("pbkdf2-sha256$") and "s3cr3t" not in tag
+    assert tag.startswith("v2$pbkdf2-sha256$") and "s3cr3t" not in tag
     assert extension_writes(emulator)[-1]["body"]["properties"]["protectedSettings"] == {"commandToExecute": "***"}
 
 

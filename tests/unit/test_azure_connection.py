@@ -75,22 +75,3 @@ def test_error_message_has_operation_resource_code_message_and_ids():
     text = ac.describe_azure_error(exc, "writing", "/subscriptions/s/resourceGroups/rg/providers/x")
     assert text == ("writing /subscriptions/s/resourceGroups/rg/providers/x failed: Conflict: another operation is "
                     "in progress (HTTP 409, x-ms-request-id: req-1, x-ms-correlation-request-id: corr-2)")
-    assert ac.is_operation_in_progress(exc)
-    assert not ac.is_operation_in_progress(make_error(404, '{"error": {"code": "NotFound", "message": "x"}}', {}))
-
-
-def test_submit_with_retry_retries_conflicts_until_the_deadline():
-    import time
-
-    calls = []
-
-    def begin():
-        calls.append(1)
-        if len(calls) < 3:
-            raise make_error(409, '{"error": {"code": "Conflict", "message": "busy"}}', {})
-        return "poller"
-
-    assert ac.submit_with_retry(begin, time.time() + 5, 0.01) == "poller" and len(calls) == 3
-    with pytest.raises(HttpResponseError):
-        ac.submit_with_retry(lambda: (dummy for dummy in ()).throw(
-            make_error(409, '{"error": {"code": "Conflict", "message": "busy"}}', {})), time.time() + 0.05, 0.02)

@@ -251,3 +251,55 @@ def test_format_1_tags_are_recognised_unless_the_old_normalization_was_ambiguous
     # A value format 1 normalized: the old tag cannot prove which one was sent, so it is sent once.
     assert not em.fingerprint_matches({"pin": "0042"}, legacy_tag({"pin": "0042"}))
     assert not em.fingerprint_matches({"pin": "42"}, legacy_tag({"pin": "0042"}))
+
+
+def test_not_running_reason_names_the_power_state_and_what_to_do():
+    view = {"statuses": [{"code": "ProvisioningState/succeeded"}, {"code": "PowerState/deallocated"}]}
+    assert em.vm_states(view) == ("deallocated", "succeeded")
+    reason = em.not_running_reason(view, "VM vm-1")
+    assert reason.startswith("VM vm-1 is deallocated (PowerState/deallocated)") and "az vm start" in reason
+    assert em.not_running_reason({"statuses": [{"code": "PowerState/running"}]}, "VM vm-1") is None
+    assert em.not_running_reason({}, "VM vm-1") is None
+    # A failed provisioning state is what a failed extension leaves behind; writing it again is the repair.
+    assert em.not_running_reason({"statuses": [{"code": "ProvisioningState/failed/x"},
+                                               {"code": "PowerState/running"}]}, "VM vm-1") is None
+
+
+def test_key_vault_reference_accepts_the_module_shape_and_arms_shape():
+    arm = {"secretUrl": "https://kv/secrets/s/1", "sourceVault": {"id": "/sub/kv"}}
+    assert em.key_vault_reference({"secret_url": "https://kv/secrets/s/1", "source_vault_id": "/sub/kv"}) == arm
+    assert em.key_vault_reference(arm) == arm
+    with pytest.raises(em.AzureOperationError, match="protected_settings_from_key_vault needs secret_url"):
+        em.key_vault_reference({"secretUrl": "x"})
+
+
+def test_fingerprint_tag_is_masked_in_results_and_ignored_when_fed_back():
+    stored = em.fingerprint({"k": "v"}, iterations=1000)
+    current = ext(tags={em.FINGERPRINT_TAG: stored, "env": "prod"})
+    result = em.extension_result(current)
+    assert result["tags"] == {em.FINGERPRINT_TAG: em.MASK, "env": "prod"}
+    assert em.changed_properties(desired(tags=result["tags"]), current) == []
+    body = em.build_body(desired(tags=result["tags"]), "westeurope", current)
+    assert body["tags"][em.FINGERPRINT_TAG] == stored  # the masked value is never written back
+
+
+def test_diff_shows_protected_settings_only_when_they_change():
+    current = ext(tags={em.FINGERPRINT_TAG: em.fingerprint({"k": "v"}, iterations=1000)})
+    body = em.build_body(desired(protected_settings={"k": "v"}, settings={"n": 4}), "westeurope", current)
+    diff = em.write_diff(current, body, "/x", "cs", {"k": "v"}, ["settings"])
+    assert "protected_settings" not in diff["after"] and "protected_settings" not in diff["before"]
+    assert diff["before"]["tags"][em.FINGERPRINT_TAG] == em.MASK and diff["after"]["tags"][em.FINGERPRINT_TAG] == em.MASK
+    diff = em.write_diff(current, body, "/x", "cs", {"k": "w"}, ["protected_settings"])
+    assert diff["after"]["protected_settings"] == {"k": em.MASK} and diff["before"]["protected_settings"] == em.MASK
+
+
+def test_change_summary_in_plain_words():
+    from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import change_summary
+
+    body = {"properties": {"typeHandlerVersion": "2.1"}}
+    assert change_summary("cs", None, body, ["state"]) == "cs: created at version 2.1"
+    old = ext({"typeHandlerVersion": "2.0"})
+    assert change_summary("cs", old, body, ["type_handler_version", "settings"]) == \
+        "cs: version 2.0 -> 2.1; settings changed"
+    assert change_summary("cs", ext(), body, ["settings", "protected_settings"]) == \
+        "cs (version 2.1): settings, protected_settings changed"

@@ -132,11 +132,21 @@ def test_manual_rollout_stops_on_an_operation_error_without_handler_failure():
     assert "BadRequest: nope" in summary["reason"] and summary["pending"] == ["2", "3", "4"]
 
 
-def test_manual_rollout_times_out_per_batch():
+def test_manual_rollout_times_out():
     backend = FakeScaleSet(3, polls=100)
     summary, _statuses = ro.manual_rollout(backend, "cs", "ss", ["0", "1", "2"], 3, timeout=5, interval=1)
     assert backend.calls == [["0"]] and summary["stopped"]
-    assert "did not finish within 5s" in summary["reason"] and summary["pending"] == ["0", "1", "2"]
+    assert "did not finish before the task's timeout (5s)" in summary["reason"]
+    assert summary["pending"] == ["0", "1", "2"]
+
+
+def test_timeout_is_the_whole_rollout_not_each_batch():
+    # Each batch settles after 3 polls of 1 s; 3 batches need about 9 s. With timeout=5 the old per-batch timeout
+    # let all of them through; the whole-task deadline stops in the second batch and sends no third one.
+    backend = FakeScaleSet(3, polls=3)
+    summary, _statuses = ro.manual_rollout(backend, "cs", "ss", ["0", "1", "2"], 3, timeout=5, interval=1)
+    assert backend.calls == [["0"], ["1"]] and summary["stopped"] and summary["pending"] == ["1", "2"]
+    assert backend.clock <= 5
 
 
 def test_manual_rollout_of_a_removal_waits_until_the_extension_is_gone():
@@ -161,3 +171,32 @@ def test_platform_rollout_needs_latest_model():
     backend = Stale(2)
     summary, _statuses = ro.platform_rollout(backend, "cs", "ss", "Automatic", ["0", "1"], 2, timeout=2, interval=1)
     assert summary["stopped"] and summary["pending"] == ["0"]
+
+
+def powered(instance_id, power):
+    instance = vm(instance_id, OK)
+    instance["properties"]["instanceView"]["statuses"] = [{"code": "ProvisioningState/succeeded"},
+                                                          {"code": "PowerState/%s" % power}]
+    return instance
+
+
+def test_not_running_instances_are_named_with_their_power_state():
+    instances = [powered(0, "running"), powered(1, "deallocated"), powered(2, "stopped"), vm(3, OK)]
+    assert ro.not_running_instances(instances) == [{"instance_id": "1", "power_state": "deallocated"},
+                                                   {"instance_id": "2", "power_state": "stopped"}]
+    assert ro.not_running_instances(instances, ["0", "2"]) == [{"instance_id": "2", "power_state": "stopped"}]
+
+
+def test_scale_set_with_a_deallocated_target_fails_before_any_write():
+    from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureOperationError
+    from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import VmssExtension
+
+    run = VmssExtension.__new__(VmssExtension)
+    run.params = {"max_unhealthy_percent": 20}
+    run.name, run.vmss_name = "cs", "ss"
+    instances = [powered(0, "running"), powered(1, "deallocated")]
+    with pytest.raises(AzureOperationError) as info:
+        run.check_health(instances, "Manual", ["0", "1"])
+    assert "instance(s) 1 (PowerState/deallocated) of scale set ss are not running" in info.value.msg
+    assert info.value.error_code == "VMNotRunning"
+    run.check_health(instances, "Manual", ["0"])  # leaving it out with upgrade_instances is fine
