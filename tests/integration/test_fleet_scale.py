@@ -127,12 +127,12 @@ def assert_retry_after_honoured(log):
 
 
 def test_one_vm_polled_fast_stays_within_its_read_budget(world, tmp_path):
-    """Polling every 0.01 s would read the VM far more often than Low Cost Get's 36 + 12/min allow; the scheduler
+    """Polling every 0.05 s (1 simulated second) would read the VM far more often than Low Cost Get's 36 + 12/min allow; the scheduler
     spaces the reads so that the VM's bucket never refuses (or at most once per refill), and the handler's end
     is still seen."""
     inv = inventory(tmp_path / "one.yml", ["fleet-001"], EXTENSIONS[:1])
     world.settings(handler_duration_s=600.0)      # 30 s real at 20x: ~150 reads budgeted, thousands asked for
-    proc, results, log = play(world, inv, {"extensions_poll_interval": 0.01})
+    proc, results, log = play(world, inv, {"extensions_poll_interval": 0.05})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert results["stats"]["fleet-001"]["changed"] == 1
     vm_reads = [e for e in log if e["method"] == "GET" and e["path"].lower().endswith("/virtualmachines/fleet-001")]
