@@ -43,17 +43,11 @@ options:
       - Mutually exclusive with O(protected_settings_from_key_vault).
     type: dict
   protected_settings_from_key_vault:
-    description: Protected settings held in Key Vault, referenced instead of passed.
+    description:
+      - Protected settings held in Key Vault, referenced instead of passed - a dict with C(secret_url) (URL of the
+        Key Vault secret) and C(source_vault_id) (resource id of the Key Vault).
+      - ARM's own shape, C(secretUrl) and C(sourceVault.id), as the info modules return it, is accepted too.
     type: dict
-    suboptions:
-      secret_url:
-        description: URL of the Key Vault secret.
-        type: str
-        required: true
-      source_vault_id:
-        description: Resource id of the Key Vault.
-        type: str
-        required: true
   auto_upgrade_minor_version:
     description: Let Azure use the newest minor version of O(type_handler_version) at deployment (recommended).
     type: bool
@@ -76,4 +70,15 @@ options:
     description: Extensions that must be provisioned before this one (extension sequencing).
     type: list
     elements: str
+  id:
+    description:
+      - Returned by the info modules; accepted and ignored, so that an info module's extension entry can be passed
+        back unchanged.
+    type: str
+  provisioning_state:
+    description: Returned by the info modules; accepted and ignored.
+    type: str
+  instance_view:
+    description: Returned by the info modules; accepted and ignored.
+    type: dict
 """

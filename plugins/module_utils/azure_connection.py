@@ -612,7 +612,8 @@ class AzureModule(object):
         except HttpResponseError as exc:
             converted = azure_error(exc, "calling Azure")
             self._fail_exception(exc, converted.msg, converted.fields())
-        self.exit(**result)
+        else:
+            self.exit(**result)
 
     def _fail_exception(self, exc, msg, fields):
         """fail_json with the traceback: ansible-core 2.19+ takes the exception itself (shown with

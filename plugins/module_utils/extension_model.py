@@ -62,10 +62,9 @@ EXTENSION_OPTIONS = dict(
     type_handler_version=dict(type="str"),
     settings=dict(type="dict"),
     protected_settings=dict(type="dict", no_log=True),
-    protected_settings_from_key_vault=dict(type="dict", no_log=False, options=dict(
-        secret_url=dict(type="str", required=True, no_log=False),
-        source_vault_id=dict(type="str", required=True),
-    )),
+    # secret_url + source_vault_id, or ARM's own shape (secretUrl, sourceVault.id) as the info modules return it;
+    # checked by key_vault_reference().
+    protected_settings_from_key_vault=dict(type="dict", no_log=False),
     auto_upgrade_minor_version=dict(type="bool", default=True),
     enable_automatic_upgrade=dict(type="bool"),
     suppress_failures=dict(type="bool"),
@@ -203,8 +202,9 @@ def resolve_type_handler_version(params, connection, location, target_id):
     """The version to send: the option as given, or for 'latest' the newest in the region's image catalogue."""
     if params["type_handler_version"] != "latest":
         return params["type_handler_version"]
-    with arm_errors("listing versions of extension image %s.%s in %s for" % (params["publisher"], params["type"],
-                                                                            location), target_id):
+    operation = "listing versions of extension image %s.%s in %s for" % (params["publisher"], params["type"],
+                                                                          location)
+    with arm_errors(operation, target_id):
         images = connection.compute.virtual_machine_extension_images.list_versions(
             location, params["publisher"], params["type"])
     version = latest_version([image.name for image in images])

@@ -63,8 +63,8 @@ def validate_namespace(namespace, option="namespace"):
 
 def validate_feature_name(name):
     if name is not None and "/" in name:
-        raise AzureOperationError("name must be the feature name alone, such as 'AutomaticExtensionUpgradePreview' (give the "
-                   "provider in namespace); got %r" % name)
+        raise AzureOperationError("name must be the feature name alone, such as 'AutomaticExtensionUpgradePreview' "
+                                  "(give the provider in namespace); got %r" % name)
     if name is not None and not FEATURE_PATTERN.match(name):
         raise AzureOperationError("name must be a preview feature name such as 'AutomaticExtensionUpgradePreview'; got %r" % name)
 

@@ -365,8 +365,6 @@ class VmssExtension(object):
         statuses = instance_statuses(instances, self.name)
         result = dict(changed=False, changes=[], extension=ext_result(current),
                       rollout=new_summary(mode, len(instances)), instances=statuses)
-        stale = [s["instance_id"] for s in statuses if not s["latest_model_applied"]
-                 and (mode != "Manual" or s["instance_id"] in targets)]
         busy = [s["instance_id"] for s in statuses if s["state"] == "transitioning"]
         if params["wait"] and not self.check_mode and busy:
             # Handlers an earlier run started are still at work: wait for them before anything else.
@@ -380,6 +378,8 @@ class VmssExtension(object):
                                                                      self.vmss_name, "; ".join(
                         "%s: %s" % (s["instance_id"], s["message"]) for s in statuses
                         if s["instance_id"] in busy)), **result)
+        stale = [s["instance_id"] for s in result["instances"] if not s["latest_model_applied"]
+                 and (mode != "Manual" or s["instance_id"] in targets)]
         if mode == "Manual" and stale:
             # Resume the rollout: the targeted instances that lag behind get the latest model, in batches.
             self.check_health(instances, mode, stale)

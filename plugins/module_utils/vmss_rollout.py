@@ -183,8 +183,8 @@ def wait_for_instances(backend, ext_name, ids, present, require_latest_model, de
 
     def describe(mine):
         waiting = [s["instance_id"] for s in mine if not settled(s, present, require_latest_model)]
-        return "%d of %d instance(s) settled%s" % (len(mine) - len(waiting), len(mine),
-                                                  "; waiting for %s" % ", ".join(waiting) if waiting else "")
+        suffix = "; waiting for %s" % ", ".join(waiting) if waiting else ""
+        return "%d of %d instance(s) settled%s" % (len(mine) - len(waiting), len(mine), suffix)
 
     waiter = Waiter(deadline, interval, progress=progress, sleep=backend.sleep)
     try:

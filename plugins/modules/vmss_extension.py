@@ -92,6 +92,9 @@ options:
         failed. Also the largest share of instances that may be unhealthy before a rollout starts.
     type: int
     default: 20
+  instances:
+    description: Returned by M(azure_vm.extensions.vmss_extension_info); accepted and ignored (round trip).
+    type: dict
   protected_settings_fingerprint:
     description:
       - ARM never returns protected settings, so a change to them alone is invisible. With this on, the module

@@ -199,8 +199,8 @@ def run(azure):
                 found = []
         else:
             found = list(compute.virtual_machine_scale_set_extensions.list(group, vmss_name))
-        instances = [vm.as_dict() for vm in compute.virtual_machine_scale_set_vms.list(group, vmss_name,
-                                                                                      expand="instanceView")]
+        listed = compute.virtual_machine_scale_set_vms.list(group, vmss_name, expand="instanceView")
+        instances = [vm.as_dict() for vm in listed]
     extensions = []
     for ext in found:
         item = extension_result(ext.as_dict())

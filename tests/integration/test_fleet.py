@@ -222,8 +222,8 @@ def test_results_are_readable_at_vvvv_and_hide_only_protected_values(fleet):
 def test_unchanged_declaration_with_a_transitioning_handler_is_waited_for(fleet, ansible_env, tmp_path):
     # An earlier run wrote the extension and stopped waiting (wait=false, or a killed play). The fleet must wait
     # for the handler and report its real outcome, without writing again.
-    fleet.emulator.faults([{"extension": {"vm": "fleet-001", "name": "monitor", "outcome": "failed",
-                                          "duration_s": 4, "message": "monitor agent crashed"}}])
+    # The emulator holds the handler in transitioning (it never finishes), so the outcome cannot race a clock.
+    fleet.emulator.faults([{"extension": {"vm": "fleet-001", "name": "monitor", "outcome": "timeout"}}])
     submit = tmp_path / "submit.yml"
     submit.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [{
         "azure_vm.extensions.vm_extension": dict(EXTENSIONS[0], resource_group=RG, vm_name="fleet-001", wait=False)}]}]))
@@ -232,8 +232,9 @@ def test_unchanged_declaration_with_a_transitioning_handler_is_waited_for(fleet,
     subprocess.run([str(VENV_BIN / "ansible-playbook"), str(submit), "-i", "localhost,", "-c", "local"], env=env,
                    check=True, capture_output=True)
     before = len(fleet.emulator.requests())
-    run = fleet(hosts={"fleet-001": {"azure_vm_extensions": EXTENSIONS[:1]}})
+    run = fleet(hosts={"fleet-001": {"azure_vm_extensions": EXTENSIONS[:1]}}, extra_vars={"extensions_timeout": 5})
     report = run.task("Report the result of this host's VM", "fleet-001")
-    assert report["failed"] is True and "monitor agent crashed" in report["msg"]["msg"]
-    assert report["msg"]["changed"] is False
+    assert report["failed"] is True, report
+    assert report["msg"]["msg"].startswith("timed out after 5s (the task's timeout) waiting for extension monitor")
+    assert "handler transitioning" in report["msg"]["msg"] and report["msg"]["changed"] is False
     assert writes(fleet.emulator.requests()[before:]) == []
