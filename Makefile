@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-deps demo test sanity lint pytest bench bench-scale clean
+.PHONY: venv system-deps demo test sanity lint pytest bench bench-scale witness clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ bench: venv
 # on a clock 5x real time, then half that scale; azure.azcollection on a 200-VM part): docs/benchmarks.md.
 bench-scale: venv
 	$(PY) benchmarks/bench_scale.py --vms 2000 --extensions 2 --handler-sim-s 300 --time-scale 5 --json .build/bench-scale.json --markdown docs/benchmarks.md
+
+# Unmodified azure.azcollection 3.21.0 modules against the emulator (downloads the incumbent like `make bench`;
+# not part of `make test`): docs/witness.md.
+witness: venv
+	$(PY) benchmarks/witness.py --markdown docs/witness.md
 
 clean:
 	rm -rf .build .pytest_cache

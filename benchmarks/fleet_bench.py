@@ -192,6 +192,13 @@ def ours(emu, inventory, forks, handler_s, label, extra=None):
 
 
 def incumbent(emu, inventory, playbook, forks, proxy_port, collections, python, label):
+    env = incumbent_env(emu, proxy_port, collections, python)
+    cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(inventory), "-f", str(forks)]
+    return run_playbook(cmd, env, emu, label)
+
+
+def incumbent_env(emu, proxy_port, collections, python):
+    """The environment of an unmodified azure.azcollection run: AzureCloud through the proxy (also witness.py)."""
     env = base_env()
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": "%s:%s" % (collections, env["ANSIBLE_COLLECTIONS_PATH"]),
@@ -207,8 +214,7 @@ def incumbent(emu, inventory, playbook, forks, proxy_port, collections, python, 
         "REQUESTS_CA_BUNDLE": emu.ca_bundle,
         "SSL_CERT_FILE": emu.ca_bundle,
     })
-    cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(inventory), "-f", str(forks)]
-    return run_playbook(cmd, env, emu, label)
+    return env
 
 
 def scenario(name, emu, handler_s, converge, unchanged):

@@ -299,3 +299,18 @@ def test_extension_rolling_upgrade_moves_extensions_to_their_latest_version_with
             RG, "vmss-aeu").running_status.code == "Completed"
     finally:
         emu.stop()
+
+
+def test_identical_scale_set_extension_put_changes_nothing(quick):
+    client = compute(quick)
+    vmss_ext = client.virtual_machine_scale_set_extensions
+    vmss_ext.begin_create_or_update(RG, "vmss-auto", "cs", EXT).result()
+    model = client.virtual_machine_scale_sets.get(RG, "vmss-auto")
+    quick.faults([{"extension": {"vm": "vmss-auto/0", "name": "cs", "outcome": "failed",
+                                 "message": "Enable failed: rolled out"}, "times": 1}])
+    assert vmss_ext.begin_create_or_update(RG, "vmss-auto", "cs", EXT).result().provisioning_state == "Succeeded"
+    assert client.virtual_machine_scale_sets.get(RG, "vmss-auto").as_dict() == model.as_dict()
+    changed = json.loads(json.dumps(EXT))
+    changed["properties"]["settings"] = {"commandToExecute": "echo changed"}
+    with pytest.raises(HttpResponseError, match="rolled out"):  # the fault waited for a real rollout
+        vmss_ext.begin_create_or_update(RG, "vmss-auto", "cs", changed).result()

@@ -37,8 +37,12 @@ def writes_paths(writes):
 
 # ---- preview_feature ------------------------------------------------------------------------------------------
 def test_register_waits_propagates_then_is_idempotent(run_playbook, emulator):
-    emulator.settings(feature_registration_s=1, provider_registration_s=0.5)
+    # Held in Registering until the module has polled it once after its POST, whatever the machine's speed.
+    emulator.settings(feature_registration_s=0.1, provider_registration_s=0.5, hold_registrations=True)
+    release = threading.Thread(target=release_after_poll, args=(emulator,), daemon=True)
+    release.start()
     first = run_playbook(playbook(feature_task()), diff=True, expect_rc=0)
+    release.join(60)
     result = first.task("feature")
     assert result["changed"] is True
     assert result["state_before"] == "NotRegistered"
@@ -129,7 +133,7 @@ def test_bad_options_fail_before_azure_is_contacted(run_playbook, emulator, opti
 
 
 def test_timeout_fails_with_last_state(run_playbook, emulator):
-    emulator.settings(feature_registration_s=60)
+    emulator.settings(feature_registration_s=0, hold_registrations=True)  # never finishes while held
     run = run_playbook(playbook(feature_task(timeout=2)))
     result = run.task("feature")
     assert result["failed"] is True
@@ -162,6 +166,19 @@ def test_no_wait_returns_registering_and_a_later_run_completes(run_playbook, emu
 
 def feature_reads(emulator):
     return [r for r in emulator.requests() if r["method"] == "GET" and r["path"].endswith(FEATURE_PATH)]
+
+
+def release_after_poll(emulator, deadline_s=120):
+    """Lift hold_registrations once the feature has been read after its register POST."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        log = [r for r in emulator.requests() if r["path"].endswith(FEATURE_PATH) or
+               r["path"].endswith(FEATURE_PATH + "/register")]
+        posts = [i for i, r in enumerate(log) if r["method"] == "POST"]
+        if posts and any(r["method"] == "GET" for r in log[posts[0] + 1:]):
+            break
+        time.sleep(0.05)
+    emulator.settings(hold_registrations=False)
 
 
 def release_after_read(emulator, reads_before, deadline_s=120):

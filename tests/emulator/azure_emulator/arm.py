@@ -12,6 +12,7 @@ class Ctx:
         self.state, self.now, self.method, self.path = state, now, method, path
         self.query, self.body, self.base_url, self.sub = query, body, base_url, sub
         self.api_version = query.get("api-version", "")
+        self.admitted = None  # called once ARM has accepted the request and hands it to the resource provider
 
     def expand_instance_view(self):
         return "instanceview" in self.query.get("$expand", "").lower()
@@ -153,7 +154,10 @@ class Router:
     def __init__(self):
         self.routes = []
 
-    def add(self, method, pattern, func, rtype):
+    def add(self, method, pattern, func, rtype=None):
+        if rtype is None:  # routes added without a type: the provider namespace named in the path, else ARM's own
+            found = re.findall(r"providers/(Microsoft\\?\.[A-Za-z]+)", pattern)
+            rtype = found[-1].replace("\\", "") if found else "Microsoft.Resources"
         namespace, dummy, resource_type = rtype.partition("/")
 
         def checked(ctx, **groups):
@@ -162,6 +166,8 @@ class Router:
                 group = ctx.sub.resource_groups.get(groups["rg"].lower())
                 location = group["location"] if group else None
             check_api_version(ctx, namespace, resource_type, (location or "westeurope").lower())
+            if ctx.admitted is not None:  # ARM forwards it: the resource provider's throttling (server.py)
+                ctx.admitted()
             return func(ctx, **groups)
 
         self.routes.append((method, re.compile("^" + pattern + "$", re.IGNORECASE), checked))

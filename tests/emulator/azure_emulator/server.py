@@ -106,11 +106,12 @@ class Emulator:
                         raise ArmError(404, "SubscriptionNotFound", f"The subscription '{parts[2]}' could not be found.")
                 extra.update(self.throttling.arm(claims, sub.id if sub else None, claims.get("tid"), method, now))
                 func, groups = self.router.resolve(method, path)
-                if sub is not None:
-                    extra.update(self.throttling.compute(sub.id, method, path, now, extra))
                 if body is not None and not isinstance(body, dict):
                     raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
                 ctx = Ctx(state, now, method, path, query, body if body is not None else {}, self.base_url, sub)
+                if sub is not None:
+                    # After ARM's own checks (route, api-version): Compute throttles what reaches it.
+                    ctx.admitted = lambda: extra.update(self.throttling.compute(sub.id, method, path, now, extra))
                 result = func(ctx, **groups)
                 if len(result) > 2:
                     self.throttling.note_operation(method, path, result[2])

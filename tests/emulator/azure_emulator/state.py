@@ -23,15 +23,24 @@ DEFAULT_SETTINGS = {
     # The "window" throttle model's per-subscription budgets: 1200 writes and 12000 reads per hour.
     "throttle": {"writes": 1200, "reads": 12000, "window_s": 3600.0},
     "page_size": 10,
+<<<<<<< HEAD
+=======
+    # True: feature and provider registrations stay in their transitional state (Registering, Unregistering)
+    # until it is set back to false, so tests hold a state instead of racing the clock.
+    "hold_registrations": False,
+>>>>>>> throttle
     # throttling.py: "azure" (ARM's and Compute's published token buckets), "window" (`throttle`) or "off".
     "throttle_model": "azure",
     # Simulated seconds per real second: buckets, Retry-After, handler/delete/registration durations.
     "time_scale": 1.0,
     # Retry-After in fractions of a second (azure-core parses floats) instead of Azure's whole seconds.
     "fractional_retry_after": False,
+<<<<<<< HEAD
     # True: feature and provider registrations stay in their transitional state (Registering, Unregistering)
     # until it is set back to false, so tests hold a state instead of racing the clock.
     "hold_registrations": False,
+=======
+>>>>>>> throttle
 }
 THROTTLE_MODELS = ("azure", "window", "off")
 
@@ -266,10 +275,6 @@ class State:
             if value != self.settings["throttle_model"]:
                 self.throttle = {}      # a new model starts with full buckets
             self.settings["throttle_model"] = value
-        elif key == "fractional_retry_after":
-            if not isinstance(value, bool):
-                raise ValueError("setting 'fractional_retry_after' must be true or false")
-            self.settings[key] = value
         elif key == "time_scale":
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError("setting 'time_scale' must be a number greater than 0")
