@@ -1,5 +1,4 @@
 """Scale-set extensions and the Manual / Automatic / Rolling upgrade policies, with the real compute client."""
-import time
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
