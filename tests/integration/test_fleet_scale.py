@@ -149,6 +149,8 @@ def test_fleet_beyond_the_write_bucket_converges_then_no_change(world, tmp_path)
     sends no write and at most one read per VM (+10)."""
     names = hosts(150)
     inv = inventory(tmp_path / "fleet.yml", names)
+    # handlers of 30 s real: every VM is waited for at once, however slow this machine submits
+    world.settings(handler_duration_s=600.0)
     proc, results, log = play(world, inv)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     stats = results["stats"]
