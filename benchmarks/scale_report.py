@@ -31,8 +31,8 @@ def svg_plot(report, path):
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" '
              'font-size="11">' % (width, height),
              '<rect width="100%" height="100%" fill="white"/>',
-             '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, height - bottom, width - right,
-                                                                          height - bottom),
+             '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (
+                 left, height - bottom, width - right, height - bottom),
              '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, top, left, height - bottom)]
     for i in range(6):
         t = t_max * i / 5

@@ -23,24 +23,15 @@ DEFAULT_SETTINGS = {
     # The "window" throttle model's per-subscription budgets: 1200 writes and 12000 reads per hour.
     "throttle": {"writes": 1200, "reads": 12000, "window_s": 3600.0},
     "page_size": 10,
-<<<<<<< HEAD
-=======
     # True: feature and provider registrations stay in their transitional state (Registering, Unregistering)
     # until it is set back to false, so tests hold a state instead of racing the clock.
     "hold_registrations": False,
->>>>>>> throttle
     # throttling.py: "azure" (ARM's and Compute's published token buckets), "window" (`throttle`) or "off".
     "throttle_model": "azure",
     # Simulated seconds per real second: buckets, Retry-After, handler/delete/registration durations.
     "time_scale": 1.0,
     # Retry-After in fractions of a second (azure-core parses floats) instead of Azure's whole seconds.
     "fractional_retry_after": False,
-<<<<<<< HEAD
-    # True: feature and provider registrations stay in their transitional state (Registering, Unregistering)
-    # until it is set back to false, so tests hold a state instead of racing the clock.
-    "hold_registrations": False,
-=======
->>>>>>> throttle
 }
 THROTTLE_MODELS = ("azure", "window", "off")
 
