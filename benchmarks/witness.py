@@ -88,8 +88,8 @@ CALLS = [
      dict(VM_RESOURCE, api_version=INCUMBENT_COMPUTE_API),
      "ok, the VM's body", lambda r, log: _ok(r) and (r.get("response") or {}).get("name") == "vm-web-01"),
     (f"azure_rm_resource GET VM, api-version {BOGUS_API}", "azure_rm_resource", dict(VM_RESOURCE, api_version=BOGUS_API),
-     "fails: 400 InvalidApiVersionParameter", lambda r, log: bool(r.get("failed"))
-     and "InvalidApiVersionParameter" in _text(r) and [e["status"] for e in log if e["method"] == "GET"
+     "fails: 400 NoRegisteredProviderFound (ARM's answer to a well-formed version the type does not have)",
+     lambda r, log: bool(r.get("failed")) and "NoRegisteredProviderFound" in _text(r) and [e["status"] for e in log if e["method"] == "GET"
                                                        and e["path"].lower().endswith("/vm-web-01")] == [400]),
     ("azure_rm_virtualmachine_info", "azure_rm_virtualmachine_info", {"resource_group": RG, "name": "vm-web-01"},
      "ok, vm-web-01 with its disks and NICs", lambda r, log: _ok(r) and [v.get("name") for v in r.get("vms", [])]
@@ -127,8 +127,9 @@ def observed(result, log):
         parts.append(f"{len(throttled)} x 429 ({', '.join(sorted({e['throttled_by'] for e in throttled}))})")
     if result.get("failed"):
         text = result.get("msg") or ""
-        if "InvalidApiVersionParameter" in _text(result):
-            text = "InvalidApiVersionParameter: " + text
+        for code in ("InvalidApiVersionParameter", "NoRegisteredProviderFound"):
+            if code in _text(result):
+                text = code + ": " + text
         parts.append("msg: " + " ".join(str(text).split())[:160])
     return "; ".join(parts)
 

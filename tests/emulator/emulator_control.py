@@ -38,8 +38,11 @@ class Emulator:
         self._context = ssl.create_default_context(cafile=self.ca_bundle)
 
     @classmethod
-    def start(cls, state_dir, seed=None, port=0, timeout=30, public_cloud=False):
-        """Spawn the emulator and wait for its endpoint.json; raise with its stderr if it dies first."""
+    def start(cls, state_dir, seed=None, port=0, timeout=300, public_cloud=False):
+        """Spawn the emulator and wait for its endpoint.json; raise with its stderr if it dies first.
+
+        The timeouts here (start, admin calls) only bound a hung emulator: they are generous so that a loaded
+        machine, where starting it (TLS keys, the SDK models) can take tens of seconds, does not fail a test."""
         state_dir = os.path.abspath(state_dir)
         os.makedirs(state_dir, exist_ok=True)
         endpoint = os.path.join(state_dir, "endpoint.json")
@@ -79,7 +82,7 @@ class Emulator:
         request = urllib.request.Request(f"{self.base_url}/_emulator/{action}", data=data, method=method,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, context=self._context, timeout=30) as response:
+            with urllib.request.urlopen(request, context=self._context, timeout=300) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise EmulatorError(f"{method} /_emulator/{action}: {exc.code} {exc.read().decode()}") from None

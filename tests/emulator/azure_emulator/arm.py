@@ -90,7 +90,10 @@ COMPUTE_API_VERSIONS = (
 RESOURCES_API_VERSIONS = (
     "2025-04-01", "2022-09-01", "2021-04-01", "2021-01-01", "2020-10-01", "2020-06-01", "2019-10-01", "2019-08-01",
     "2019-07-01", "2019-05-10", "2019-05-01", "2019-03-01", "2018-05-01", "2018-02-01", "2017-05-10", "2016-09-01",
-    "2016-02-01")
+    "2016-02-01", "2015-11-01",
+    # azure.azcollection 3.21.0's azure_rm_resource reads the provider document with 2015-01-01 to find a type's
+    # api-versions (the witness, benchmarks/witness.py); ARM serves it.
+    "2015-01-01")
 # Tags at a scope (Microsoft.Resources/tags) exist from 2019-10-01 on.
 TAGS_API_VERSIONS = tuple(v for v in RESOURCES_API_VERSIONS if v >= "2019-10-01")
 FEATURES_API_VERSIONS = ("2025-03-01", "2021-07-01", "2015-12-01")
