@@ -1,5 +1,6 @@
 """The extensions role over a small inventory: converge, no-change, exclusive, and an emulated write budget."""
 import json
+import re
 import subprocess
 
 import pytest
@@ -213,7 +214,7 @@ def test_results_are_readable_at_vvvv_and_hide_only_protected_values(fleet):
     assert "monitor: created at version 1.33" in out and "bootstrap: created at version 2.1" in out
     assert "guest configuration assignment '%s' failed" % public in out
     assert '"polling_interval": 1.0' in out and '"type_handler_version": "1.33"' in out
-    assert "********" not in out
+    assert not re.search(r"(?<!\*)\*{8}(?!\*)", out)  # Ansible's mask of a no_log value (banners are longer runs)
     assert "fleet-protected-token" not in out
     assert "fleet-protected-token" not in json.dumps(fleet.emulator.requests())
     assert "fleet-protected-token" not in json.dumps(fleet.emulator.state())
