@@ -21,22 +21,23 @@ import threading
 import time
 import traceback
 
+try:
+    from urllib.parse import urlparse
+except ImportError:  # Python 2 (ansible-test sanity compiles every file for it)
+    from urlparse import urlparse  # type: ignore
+
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 from ansible.module_utils.ansible_release import __version__ as ANSIBLE_VERSION
+from ansible_collections.azure_vm.extensions.plugins.module_utils.scheduler import Scheduler
 
 try:
     from azure.core import PipelineClient
     from azure.core.exceptions import AzureError, HttpResponseError
     from azure.core.pipeline.policies import SansIOHTTPPolicy
     from azure.core.rest import HttpRequest
-    from azure.identity import (
-        AzureCliCredential,
-        CertificateCredential,
-        ClientSecretCredential,
-        ManagedIdentityCredential,
-        WorkloadIdentityCredential,
-    )
 
+    # azure.identity (and the SDK clients) are imported when first needed: a task pays for what it uses, and a
+    # missing package is found with importlib.util.find_spec, without importing it (see AzureModule).
     HAS_AZURE = True
     AZURE_IMPORT_ERROR = None
 except ImportError:
@@ -187,44 +188,90 @@ def read_credential_file(profile):
 
 
 class ArmThrottlePacingPolicy(SansIOHTTPPolicy):
-    """Pace every request of one connection against ARM's subscription throttling (shared by all its threads).
+    """Every request of one connection goes through the throttling scheduler (module_utils/scheduler.py).
 
-    Sits right after azure-core's RetryPolicy (a per-retry policy), so it sees every try. A 429 with Retry-After
-    makes *all* requests of this connection hold off until then (RetryPolicy itself sleeps and retries the
-    throttled one), so many concurrent callers produce one 429 per budget window instead of hammering ARM.
-    It also remembers the x-ms-ratelimit-remaining-subscription-* headers (remaining[kind], lowest seen) and
-    counts 429s, for callers that pace their own polling.
+    Sits right after azure-core's RetryPolicy (a per-retry policy), so it sees every try: before a request it
+    waits for a slot in each bucket that applies (ARM's per subscription and kind, Compute's per policy and per
+    VM), after the response it corrects those buckets from the x-ms-ratelimit-remaining-* headers, and a 429
+    holds the bucket it names until Retry-After (RetryPolicy itself sleeps Retry-After and retries).
     """
 
-    KINDS = ("writes", "reads", "deletes")
+    CONTEXT_KEY = "azure_vm_extensions_throttle"
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.resume_at = 0.0
-        self.remaining = {}
-        self.lowest = {}
-        self.throttled = 0
+    def __init__(self, scheduler=None):
+        self.scheduler = scheduler or Scheduler()
 
     def on_request(self, request):
-        delay = self.resume_at - time.time()
-        if delay > 0:
-            time.sleep(delay)
+        http = request.http_request
+        keys = self.scheduler.keys_for(http.method, urlparse(http.url).path)
+        request.context[self.CONTEXT_KEY] = (keys, self.scheduler.acquire(keys))
 
     def on_response(self, request, response):
-        headers = response.http_response.headers
-        with self._lock:
-            for kind in self.KINDS:
-                value = headers.get("x-ms-ratelimit-remaining-subscription-" + kind)
-                if value is not None and value.isdigit():
-                    self.remaining[kind] = int(value)
-                    self.lowest[kind] = min(int(value), self.lowest.get(kind, int(value)))
-            if response.http_response.status_code == 429:
-                self.throttled += 1
-                try:
-                    retry_after = float(headers.get("Retry-After") or 0)
-                except ValueError:
-                    retry_after = 0
-                self.resume_at = max(self.resume_at, time.time() + retry_after)
+        found = request.context.pop(self.CONTEXT_KEY, None)
+        if not found:
+            return
+        keys, buckets = found
+        http = response.http_response
+        body = None
+        if http.status_code == 429:
+            try:
+                body = http.text()
+            except Exception:  # pylint: disable=broad-except - a body we cannot read names no bucket
+                body = None
+        self.scheduler.complete(buckets, keys, http.status_code, http.headers, body)
+
+    def on_exception(self, request):
+        found = request.context.pop(self.CONTEXT_KEY, None)
+        if found:
+            self.scheduler.complete(found[1], found[0], 0, {})
+
+    @property
+    def throttled(self):
+        return self.scheduler.throttled
+
+    @property
+    def lowest(self):
+        return self.scheduler.snapshot()["lowest_remaining"]
+
+
+class TokenPrefetch(object):
+    """A credential whose ARM token is requested in a background thread as soon as the connection exists, so the
+    token's round trips overlap the import of the SDK client (the larger part of a task's cost). The token stays in
+    this process's memory only (azure-identity's in-memory cache); nothing is written anywhere. Every other call
+    goes to the wrapped credential."""
+
+    def __init__(self, credential, scope):
+        self.credential = credential
+        self.scope = scope
+        self._result = {}
+        self._thread = threading.Thread(target=self._fetch, name="token-prefetch")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _fetch(self):
+        try:
+            self._result["token"] = self.credential.get_token(self.scope)
+        except Exception as exc:  # pylint: disable=broad-except - the caller's own get_token raises it again
+            self._result["error"] = exc
+
+    def get_token(self, *scopes, **kwargs):
+        if scopes == (self.scope,) and not kwargs:
+            self._thread.join()
+            token = self._result.get("token")
+            if token is not None and token.expires_on > time.time() + 300:
+                return token
+        return self.credential.get_token(*scopes, **kwargs)
+
+    def close(self):
+        close = getattr(self.credential, "close", None)
+        if close:
+            close()
+
+    def __getattr__(self, name):
+        if name == "get_token_info":
+            # azure-core prefers get_token_info when a credential has it; get_token is where the prefetch is.
+            raise AttributeError(name)
+        return getattr(self.credential, name)
 
 
 class AzureConnection(object):
@@ -244,6 +291,18 @@ class AzureConnection(object):
 
     # ---- credentials -------------------------------------------------------------------------------------------
     def _build_credential(self):
+        credential, subscription, source = self._credential_for_source()
+        return TokenPrefetch(credential, self.audience.rstrip("/") + "/.default"), subscription, source
+
+    def _credential_for_source(self):
+        from azure.identity import (  # pylint: disable=import-outside-toplevel - lazy: ~0.3 s per task
+            AzureCliCredential,
+            CertificateCredential,
+            ClientSecretCredential,
+            ManagedIdentityCredential,
+            WorkloadIdentityCredential,
+        )
+
         source = self.params.get("auth_source") or "auto"
         options = dict((key, self.params.get(key)) for key in ENV_CREDENTIALS)
         options["subscription_id"] = self.params.get("subscription_id")
@@ -328,6 +387,8 @@ class AzureConnection(object):
                               "variables, or set auth_source explicitly." % ("; ".join(skipped), cli_reason))
 
     def _service_principal(self, options, origin):
+        from azure.identity import CertificateCredential, ClientSecretCredential  # pylint: disable=import-outside-toplevel
+
         missing = [key for key in ("client_id", "tenant") if not options.get(key)]
         if missing:
             raise AzureAuthError("auth_source=%s needs %s for a service principal" % (origin, " and ".join(missing)))
@@ -520,6 +581,16 @@ def as_rest(model):
     return model.serialize(keep_readonly=True)
 
 
+def _importable(module_name):
+    """True when module_name can be imported, found without importing it (the SDKs take a second to import)."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class AzureModule(object):
     """An AnsibleModule with the auth options, a lazily built AzureConnection and Azure-aware failures."""
 
@@ -533,12 +604,11 @@ class AzureModule(object):
         if not HAS_AZURE:
             self.module.fail_json(msg=missing_required_lib("azure-identity and azure-core"),
                                   exception=AZURE_IMPORT_ERROR)
-        for name in clients:
-            try:
-                importlib.import_module(SDK_CLIENTS[name][0])
-            except ImportError:
-                self.module.fail_json(msg=missing_required_lib(SDK_CLIENTS[name][2]),
-                                      exception=traceback.format_exc())
+        for name in ("azure.identity",) + tuple(SDK_CLIENTS[client][0] for client in clients):
+            if not _importable(name):
+                package = "azure-identity" if name == "azure.identity" else \
+                    [pkg for mod, dummy, pkg in SDK_CLIENTS.values() if mod == name][0]
+                self.module.fail_json(msg=missing_required_lib(package))
         self._connection = None
         self._running = False
         self.progress_log = []

@@ -8,12 +8,14 @@ but for every VM at once, on a thread pool:
 
 * one VM read (GET ...?$expand=instanceView) per VM answers for every declared extension; a VM whose
   extensions all match (and whose handlers are terminal) costs that one read and nothing else;
-* Azure serializes operations on one VM, so the work is done in rounds: round r submits each VM's r-th pending
-  operation (removals of undeclared extensions with exclusive first, then declared extensions in order) on
-  all VMs (wait=false), then waits until every submitted handler is terminal. A declared extension that matches
-  but whose handler is still transitioning (an interrupted earlier run) is waited for in its round too;
-* the waits go through the one waiter, polling each pending VM paced against ARM's read budget, and every
-  request goes through the connection's ArmThrottlePacingPolicy (429 Retry-After holds off all threads);
+* Azure serializes operations on one VM, so each VM's operations (removals of undeclared extensions with
+  exclusive first, then declared extensions in order) go one after another (wait=false, then wait for the
+  handler), and every VM moves on as soon as its own operation is over (module_utils/fleet_pipeline.py). Total
+  time is about (operations per VM) x (handler time), or Azure's write budget when that is tighter. A declared
+  extension that matches but whose handler is still transitioning (an interrupted earlier run) is waited for too;
+* waiting uses single GETs while few VMs are pending and List All statusOnly=true sweeps when many are
+  (fleet_pipeline.py states the crossover rule), and every request goes through the connection's throttling
+  scheduler (module_utils/scheduler.py: published limits, corrected by the headers, 429 Retry-After honoured);
 * one deadline (the module's timeout) covers the whole run;
 * a VM's failure is an AzureOperationError caught for that VM only; the others go on.
 """
@@ -23,7 +25,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureOperationError,
@@ -39,12 +40,13 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     status_messages,
     validate_extension_options,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet_pipeline import Pipeline
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
     VM_EXTENSION_OPTIONS,
     VmExtension,
     read_vm,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout, Waiter
+from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline
 
 # One declared extension: vm_extension's options, but the VM comes from its target, the fleet does the waiting,
 # and the fleet's timeout is the whole task.
@@ -72,6 +74,7 @@ class Target(object):
         self.vm = None
         self.pending = []         # operations not yet submitted: (state, params)
         self.submitted = None     # (name, state, changed) being waited for
+        self.operations = 0       # operations submitted (the most of any VM is the module's `rounds`)
         self.failed = None
         self.failed_result = {}
         self.changed = False
@@ -134,16 +137,9 @@ class Fleet(object):
         self.timeout = timeout or default_fleet_timeout(targets)
         self.deadline = Deadline(self.timeout)
         self.progress = progress
+        self.pipeline = None
         self.reads = 0
         self._lock = threading.Lock()
-
-    def _map(self, func, items):
-        items = list(items)
-        if not items:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
-            for future in [pool.submit(self._guard, func, item) for item in items]:
-                future.result()
 
     @staticmethod
     def _guard(func, target):
@@ -205,6 +201,7 @@ class Fleet(object):
             if self.check_mode:
                 continue
             target.submitted = (params["name"], state, True)
+            target.operations += 1
             return
 
     def settled(self, target):
@@ -244,47 +241,30 @@ class Fleet(object):
                 return "%s: %s" % (name, handler_state_text(extension_result(ext)))
         return "%s: not yet listed" % name
 
-    def wait_round(self, waiting):
-        """Poll every waiting VM until all are settled, through the one waiter; at the deadline each VM still
-        waiting fails with its last status."""
-        state = {"waiting": list(waiting)}
+    # ---- scheduling and waiting: module_utils/fleet_pipeline.py -------------------------------------------------
+    def run_guarded(self, func, target):
+        self._guard(func, target)
 
-        def poll():
-            self._map(self.settled, state["waiting"])
-            state["waiting"] = [t for t in state["waiting"] if t.submitted is not None and not t.failed]
-            return state["waiting"]
+    def expired(self, target):
+        """True when the task's deadline has passed while the target still waits."""
+        return target.submitted is not None and self.deadline.expired()
 
-        waiter = Waiter(self.deadline, lambda: self.pace(len(state["waiting"])), progress=self.progress)
-        try:
-            waiter.until(poll, lambda left: not left, "the handlers of this round",
-                         describe=lambda left: "%d VM(s) pending: %s" % (len(left), ", ".join(
-                             "%s (%s)" % (t.host, self.describe(t)) for t in left[:5])))
-        except WaitTimeout:
-            for target in state["waiting"]:
-                name, dummy, changed = target.submitted
-                text = "timed out after %ds (the task's timeout) waiting for extension %s on VM %s; last status: %s" % (
-                    self.timeout, name, target.vm_name, self.describe(target))
-                target.fail(AzureOperationError(text, changed=changed))
+    def time_out(self, target):
+        """Read the VM once more; if its operation is still not over, fail it with its last status."""
+        if target.submitted is None or self.settled(target):
+            return
+        name, dummy, changed = target.submitted
+        raise AzureOperationError("timed out after %ds (the task's timeout) waiting for extension %s on VM %s; "
+                                  "last status: %s" % (self.timeout, name, target.vm_name, self.describe(target)),
+                                  changed=changed)
 
-    def pace(self, pending):
-        """Seconds between polling rounds: the polling interval, stretched when ARM's read budget runs low."""
-        remaining = self.connection.pacing.remaining.get("reads")
-        if remaining is not None and remaining < pending * 20:
-            # Fewer than ~20 rounds of budget left: spread the rest over at least a minute per 20 rounds.
-            return max(self.polling_interval, 60.0 * pending / max(remaining, 1))
-        return self.polling_interval
+    def count_reads(self, count):
+        with self._lock:
+            self.reads += count
 
     def run(self):
-        active = list(self.targets)
         # One token up front, so the worker threads do not all race to fetch their own.
         self.connection.credential.get_token(self.connection.audience.rstrip("/") + "/.default")
-        self._map(self.plan, active)
-        rounds = 0
-        while True:
-            active = [t for t in active if not t.failed and t.pending]
-            if not active:
-                break
-            rounds += 1
-            self._map(self.submit_next, active)
-            self.wait_round([t for t in active if t.submitted is not None and not t.failed])
-        return rounds
+        self.pipeline = Pipeline(self, self.polling_interval, self.workers, progress=self.progress)
+        self.pipeline.run()
+        return max([target.operations for target in self.targets] or [0])

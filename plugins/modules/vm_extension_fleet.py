@@ -16,13 +16,17 @@ description:
     the C(azure_vm.extensions.extensions) role runs once per play batch; call it directly to converge a list of
     VMs without an inventory.
   - Each VM is read once (C($expand=instanceView)); a VM whose extensions all match costs that one read.
-  - Azure runs one extension operation at a time on a VM and VMs in parallel, so the work goes in rounds; each
-    round submits the next pending operation on every VM, then waits for all of them. The total time is about the
-    number of operations per VM times the handler time, whatever the number of VMs.
+  - Azure runs one extension operation at a time on a VM and VMs in parallel, so every VM goes on to its next
+    operation as soon as its own is over. The total time is about the number of operations per VM times the
+    handler time, whatever the number of VMs, or Azure's write budget when that is tighter. Waiting uses single
+    reads while few VMs are pending and C(List All statusOnly=true) sweeps when many are.
   - Every extension gets exactly the checks and comparison of M(azure_vm.extensions.vm_extension) (VM agent
     Ready, no failed sibling, protected-settings fingerprint, handler status). A VM that fails does not stop the
     others; the task fails when any VM failed, and RV(hosts) tells which and why.
-  - Requests are paced against ARM's remaining-budget headers, and a 429 C(Retry-After) holds every thread.
+  - Every request waits for a slot in client-side token buckets seeded from Azure's published limits (ARM per
+    subscription and principal, Compute per policy and per VM) and corrected by the
+    C(x-ms-ratelimit-remaining-*) headers; a 429's C(Retry-After) is always honoured, and several runs with one
+    principal (AWX job slices) share its budget. See the collection's C(docs/scheduler.md).
 author:
   - azure_vm.extensions maintainers (@azure-vm)
 options:
@@ -135,11 +139,20 @@ options:
         default: false
   polling_interval:
     description:
-      - Seconds between status polls of the VMs that are waited for (stretched when ARM's read budget runs low).
+      - Seconds between two status reads while VMs are waited for. While the waiting VMs are fewer than the pages
+        of one C(List All) sweep, each is read with its own GET at most this often; otherwise one
+        C(List All statusOnly=true) sweep reads them all this often. Every request also waits for its slot in
+        Azure's published throttling budgets.
       - C(poll_interval) is the old name, kept as an alias.
     type: float
     default: 5
     aliases: [poll_interval]
+  progress_file:
+    description:
+      - A file to which a progress line (VMs submitted, succeeded, failed, waiting) is appended about every
+        10 seconds while the fleet waits, for C(tail -f). The lines hold counts only. The same lines are returned
+        as RV(progress) at C(-v).
+    type: path
   max_workers:
     description: Threads that talk to Azure at once.
     type: int
@@ -153,7 +166,7 @@ options:
     default: false
   timeout:
     description:
-      - Seconds for the whole task, all rounds and all VMs together. When it runs out, every VM still waited for
+      - Seconds for the whole task, all operations and all VMs together. When it runs out, every VM still waited for
         fails with its handler's last status.
       - Defaults to the largest sum, over one VM's declared extensions, of Azure's handler timeouts (90 minutes for
         CustomScript, Chef and DSC handlers, 20 minutes for others and for removals).
@@ -231,19 +244,33 @@ hosts:
       type: list
       elements: dict
 rounds:
-  description: Rounds of submit-then-wait that were needed.
+  description: The most operations one VM needed.
   returned: always
   type: int
 vm_reads:
-  description: VM reads sent (one per VM, plus one per status poll).
+  description: Reads sent (one per VM, one per completed operation, and the pages of the list sweeps).
   returned: always
   type: int
+waiting:
+  description: How the fleet waited.
+  returned: always
+  type: dict
+  contains:
+    list_sweeps:
+      description: C(List All statusOnly=true) sweeps.
+      type: int
+    list_pages:
+      description: Pages those sweeps read.
+      type: int
+    single_reads:
+      description: GETs of one VM while waiting (and after a sweep showed it settled).
+      type: int
 elapsed_s:
   description: Seconds the convergence took.
   returned: always
   type: float
 throttling:
-  description: 429 answers met and the lowest remaining ARM budgets seen.
+  description: Requests sent, 429 answers met and the lowest remaining ARM budgets seen.
   returned: always
   type: dict
 """
@@ -271,14 +298,25 @@ def run(azure):
     if duplicates:
         raise AzureOperationError("targets: host %s is listed twice" % ", ".join(duplicates))
     started = time.time()
+    progress_file = params["progress_file"]
+
+    def progress(line):
+        azure.progress(line)
+        if progress_file:
+            with open(progress_file, "a") as handle:
+                handle.write("%s %s\n" % (time.strftime("%H:%M:%S"), line))
+
     fleet = Fleet(azure.connection, targets, azure.check_mode, params["polling_interval"], params["max_workers"],
-                  params["timeout"], progress=azure.progress)
+                  params["timeout"], progress=progress)
     rounds = fleet.run()
     hosts = dict((target.host, target.result()) for target in targets)
-    pacing = azure.connection.pacing
+    pipeline = fleet.pipeline
     result = dict(changed=any(target.changed for target in targets), hosts=hosts, rounds=rounds,
                   vm_reads=fleet.reads, elapsed_s=round(time.time() - started, 3), timeout=fleet.timeout,
-                  throttling={"throttled_429": pacing.throttled, "lowest_remaining": dict(pacing.lowest)})
+                  waiting={"list_sweeps": pipeline.sweeps if pipeline else 0,
+                           "list_pages": pipeline.list_reads if pipeline else 0,
+                           "single_reads": pipeline.single_reads if pipeline else 0},
+                  throttling=azure.connection.pacing.scheduler.snapshot())
     failed = [host for host, outcome in hosts.items() if outcome["failed"]]
     if failed and not params["ignore_vm_failures"]:
         raise AzureOperationError("%d of %d VMs failed: %s" % (len(failed), len(hosts), "; ".join(
@@ -299,6 +337,7 @@ def main():
                 exclusive=dict(type="bool", default=False),
             ), required_one_of=[("host", "vm_name")]),
             polling_interval=dict(AZURE_AUTH_ARGSPEC["polling_interval"], default=5, aliases=["poll_interval"]),
+            progress_file=dict(type="path"),
             max_workers=dict(type="int", default=32),
             ignore_vm_failures=dict(type="bool", default=False),
             timeout=dict(type="int"),

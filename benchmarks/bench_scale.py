@@ -1,0 +1,266 @@
+"""Fleet at Azure's scale: N VMs x K extensions, handler time T (simulated), against the emulator with the
+published throttling limits (throttle_model azure) on a simulated clock running `time_scale` times real time.
+
+    .venv/bin/python benchmarks/bench_scale.py --vms 2000 --extensions 2 --handler-sim-s 300 --time-scale 5
+
+Floor (the earliest any client could finish): each VM runs its K operations one after another and writes are
+admitted at each write bucket's pace, so floor = max over buckets and j = 1..K of (K - j + 1) T + (j N - B) / r;
+with ARM's writes (B 200, r 10/s), N 2,000, K 2, T 300 s: 2 x 300 + 1,800 / 10 = 780 s.
+
+Run time = the Azure phase (first to last ARM request, real seconds) x time_scale, plus ansible-playbook's wall
+time outside it, unscaled. The client is told the clock's speed with AZURE_VM_EXTENSIONS_RATE_SCALE (its token
+buckets refill time_scale times faster); polling intervals are simulated seconds / time_scale.
+
+Scenarios: ours converge, ours no-change, ours converge again at half the time scale (the result must not change:
+the machine's CPU is not the bottleneck), then azure.azcollection and ours on a 200-VM part of the same world.
+The emulator's seed is generated here (a vm_set of N VMs), never committed. Prints one JSON document; --markdown
+adds the numbers and a plot to docs/benchmarks.md (section "Fleet at Azure's scale").
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import fleet_bench  # noqa: E402  (the 20-VM benchmark's set-up and runners)
+from fleet_bench import BUILD, VENV_BIN, Emulator, log  # noqa: E402
+
+ARM_WRITES = (200, 10.0)
+
+
+def floor_s(n, k, t, buckets=(ARM_WRITES, (1500, 500 / 60.0))):
+    """max over write buckets (B, r per second) and j = 1..K of (K - j + 1) T + (j N - B) / r."""
+    return max((k - j + 1) * t + max(j * n - b, 0) / r for b, r in buckets for j in range(1, k + 1))
+
+
+def write_seed(path, vms):
+    seed = yaml.safe_load(fleet_bench.DEFAULT_SEED.read_text())
+    seed["subscriptions"][0]["vm_sets"] = [{"prefix": "bench-", "count": vms, "resource_group":
+                                            fleet_bench.RESOURCE_GROUP, "location": "westeurope", "os_type": "Linux"}]
+    path.write_text(yaml.safe_dump(seed, sort_keys=False))
+
+
+def timeline(arm, scale, points=60):
+    """[(simulated seconds since the first request, extension writes accepted so far, 429s so far)]."""
+    if not arm:
+        return []
+    start = min(e["time"] for e in arm)
+    puts = sorted((e["time"] - start) * scale for e in arm
+                  if e["method"] == "PUT" and "/extensions/" in e["path"] and e["status"] in (200, 201))
+    throttled = sorted((e["time"] - start) * scale for e in arm if e["status"] == 429)
+    end = (max(e["time"] for e in arm) - start) * scale
+    series = []
+    for i in range(points + 1):
+        t = end * i / points
+        series.append((round(t, 1), sum(1 for x in puts if x <= t), sum(1 for x in throttled if x <= t)))
+    return series
+
+
+def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None, entries=None):
+    entries = emu.requests()[before:] if entries is None else entries
+    arm = [e for e in entries if e["path"].startswith(("/subscriptions", "/providers"))]
+    phase = (max(e["time"] for e in arm) - min(e["time"] for e in arm)) if arm else 0.0
+    ok = [e for e in arm if e["status"] != 429]
+    reads = [e for e in ok if e["method"] == "GET"]
+    puts = [e for e in ok if e["method"] == "PUT" and "/extensions/" in e["path"] and e["status"] in (200, 201)]
+    lists = [e for e in reads if e["path"].lower().endswith("/virtualmachines")]
+    throttled = [e for e in arm if e["status"] == 429]
+    run_time = phase * scale + max(proc_wall - phase, 0.0)
+    metrics = {
+        "label": label, "rc": rc, "wall_s": round(proc_wall, 1), "azure_phase_real_s": round(phase, 1),
+        "time_scale": scale, "run_time_s": round(run_time, 1),
+        "ansible_outside_phase_s": round(max(proc_wall - phase, 0.0), 1),
+        "arm_requests": len(arm), "reads": len(reads), "list_pages": len(lists), "extension_puts": len(puts),
+        "throttled_429": len(throttled), "throttled_share": round(len(throttled) / max(len(arm), 1), 4),
+        "throttled_by": sorted(set(e.get("throttled_by") or "?" for e in throttled)),
+        "reads_per_completed_extension": round(len(reads) / len(puts), 2) if puts else None,
+        "hosts_failed": sum(1 for s in stats.values() if s.get("failures") or s.get("unreachable")),
+        "hosts_changed": sum(1 for s in stats.values() if s.get("changed")),
+        "timeline": timeline(arm, scale),
+    }
+    metrics.update(ansible_extra or {})
+    log("  %-34s run %7.1f s (phase %6.1f real x %g + %5.1f)  reqs=%-6d reads=%-6d puts=%-5d 429=%d failed=%d" % (
+        label, run_time, phase, scale, metrics["ansible_outside_phase_s"], len(arm), len(reads), len(puts),
+        len(throttled), metrics["hosts_failed"]))
+    return metrics
+
+
+def run(cmd, env, emu, scale, label):
+    import subprocess
+
+    before = len(emu.requests())
+    started = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.time() - started
+    try:
+        stats = json.loads(proc.stdout[proc.stdout.index("{"):]).get("stats", {})
+    except ValueError:
+        stats = {}
+    metrics = measure(emu, before, wall, scale, proc.returncode, stats, label)
+    if os.environ.get("BENCH_SCALE_DUMP"):
+        Path(os.environ["BENCH_SCALE_DUMP"] + "-" + label.replace(" ", "_") + ".json").write_text(
+            json.dumps(emu.requests()[before:]))
+    if proc.returncode != 0:
+        metrics["stderr_tail"] = proc.stderr[-1500:]
+        metrics["stdout_tail"] = proc.stdout[-800:]
+    return metrics
+
+
+def ours(emu, inventory, scale, poll_sim_s, label, forks):
+    env = fleet_bench.base_env()
+    env.update(emu.env)
+    env["AZURE_VM_EXTENSIONS_RATE_SCALE"] = str(scale)
+    env["AZURE_POLLING_INTERVAL"] = str(poll_sim_s / scale)
+    cmd = [str(VENV_BIN / "ansible-playbook"), str(ROOT / "playbooks" / "fleet.yml"), "-i", str(inventory),
+           "-f", str(forks), "-e", json.dumps({"extensions_poll_interval": poll_sim_s / scale})]
+    return run(cmd, env, emu, scale, label)
+
+
+def incumbent_async_playbook(path, extensions, poll_real_s):
+    """What an expert would write with azure.azcollection: per extension, fan out with async/poll: 0 on every
+    host, then wait for all jobs with async_status."""
+    tasks = []
+    for spec in fleet_bench.extension_specs(extensions):
+        args = {"resource_group": "{{ azure_resource_group }}", "virtual_machine_name": "{{ inventory_hostname }}",
+                "name": spec["name"], "publisher": spec["publisher"], "virtual_machine_extension_type": spec["type"],
+                "type_handler_version": spec["type_handler_version"], "auto_upgrade_minor_version": True}
+        if spec.get("settings"):
+            args["settings"] = spec["settings"]
+        tasks.append({"name": "Extension %s (fan out)" % spec["name"],
+                      "azure.azcollection.azure_rm_virtualmachineextension": args,
+                      "async": 7200, "poll": 0, "register": "job"})
+        tasks.append({"name": "Extension %s (wait)" % spec["name"],
+                      "ansible.builtin.async_status": {"jid": "{{ job.ansible_job_id }}"},
+                      "register": "result", "until": "result.finished", "retries": 2000, "delay": poll_real_s})
+    path.write_text(yaml.safe_dump([{"name": "Incumbent fleet", "hosts": "fleet", "gather_facts": False,
+                                     "tasks": tasks}], sort_keys=False))
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vms", type=int, default=2000)
+    parser.add_argument("--extensions", type=int, default=2)
+    parser.add_argument("--handler-sim-s", type=float, default=300.0)
+    parser.add_argument("--time-scale", type=float, default=5.0)
+    parser.add_argument("--page-size", type=int, default=50,
+                        help="VMs per page of the emulator's list answers (an assumption: Azure does not publish it)")
+    parser.add_argument("--poll-sim-s", type=float, default=5.0, help="polling interval, simulated seconds")
+    parser.add_argument("--forks", type=int, default=50)
+    parser.add_argument("--skip-half-scale", action="store_true")
+    parser.add_argument("--part-vms", type=int, default=200, help="the part run with azure.azcollection; 0 skips")
+    parser.add_argument("--skip-incumbent", action="store_true")
+    parser.add_argument("--json", help="also write the JSON report here")
+    parser.add_argument("--markdown", help="update this markdown report (section 'Fleet at Azure's scale')")
+    args = parser.parse_args(argv)
+
+    n, k, t, scale = args.vms, args.extensions, args.handler_sim_s, args.time_scale
+    floor = floor_s(n, k, t)
+    BUILD.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=str(BUILD)))
+    write_seed(work / "seed.yml", n)
+    inventory = fleet_bench.write_inventory(work / "inventory", n, k, n)
+    report = {"parameters": {"vms": n, "extensions": k, "handler_sim_s": t, "time_scale": scale,
+                             "page_size": args.page_size, "poll_sim_s": args.poll_sim_s, "forks": args.forks,
+                             "machine": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()}},
+              "floor_s": floor, "runs": {}}
+    emu = Emulator.start(str(work / "emulator"), seed=str(work / "seed.yml"), public_cloud=True, timeout=120)
+    proxy = None
+
+    def world(ts):
+        emu.reset()
+        emu.settings(throttle_model="azure", time_scale=ts, handler_duration_s=t, delete_duration_s=30.0,
+                     page_size=args.page_size)
+
+    try:
+        log("scale benchmark: %d VMs x %d extensions, T %g s simulated, time_scale %g, floor %.0f s" % (
+            n, k, t, scale, floor))
+        world(scale)
+        report["runs"]["converge"] = ours(emu, inventory, scale, args.poll_sim_s, "ours converge", args.forks)
+        report["runs"]["no_change"] = ours(emu, inventory, scale, args.poll_sim_s, "ours no-change", args.forks)
+        if not args.skip_half_scale:
+            world(scale / 2)
+            report["runs"]["converge_half_scale"] = ours(emu, inventory, scale / 2, args.poll_sim_s,
+                                                         "ours converge at half scale", args.forks)
+        if args.part_vms:
+            part = fleet_bench.write_inventory(work / "inventory-part", args.part_vms, k, n)
+            part_floor = floor_s(args.part_vms, k, t)
+            report["part"] = {"vms": args.part_vms, "floor_s": part_floor}
+            world(scale)
+            report["runs"]["part_ours"] = ours(emu, part, scale, args.poll_sim_s, "ours %d VMs" % args.part_vms,
+                                               args.forks)
+            if not args.skip_incumbent:
+                collections, python, version = fleet_bench.ensure_incumbent()
+                report["parameters"]["incumbent"] = "azure.azcollection %s" % version
+                proxy, proxy_port = fleet_bench.start_proxy(int(emu.base_url.rsplit(":", 1)[1]), work)
+                playbook = incumbent_async_playbook(work / "incumbent.yml", k, max(args.poll_sim_s / scale, 1.0))
+                world(scale)
+                env = fleet_bench.base_env()
+                env.update({
+                    "ANSIBLE_COLLECTIONS_PATH": "%s:%s" % (collections, env["ANSIBLE_COLLECTIONS_PATH"]),
+                    "ANSIBLE_PYTHON_INTERPRETER": str(python),
+                    "AZURE_SUBSCRIPTION_ID": emu.env["AZURE_SUBSCRIPTION_ID"],
+                    "AZURE_CLIENT_ID": emu.env["AZURE_CLIENT_ID"], "AZURE_SECRET": emu.env["AZURE_SECRET"],
+                    "AZURE_TENANT": emu.env["AZURE_TENANT"],
+                    "HTTPS_PROXY": "http://127.0.0.1:%d" % proxy_port, "https_proxy": "http://127.0.0.1:%d" % proxy_port,
+                    "NO_PROXY": "", "no_proxy": "", "REQUESTS_CA_BUNDLE": emu.ca_bundle, "SSL_CERT_FILE": emu.ca_bundle,
+                })
+                cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(part), "-f", str(args.forks)]
+                report["runs"]["part_incumbent"] = run(cmd, env, emu, scale, "azure.azcollection %d VMs forks %d async"
+                                                       % (args.part_vms, args.forks))
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
+        emu.stop()
+    report["results"] = summarize(report)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+    if args.markdown:
+        from scale_report import render  # benchmarks/scale_report.py
+        render(report, Path(args.markdown))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def summarize(report):
+    runs, floor, n = report["runs"], report["floor_s"], report["parameters"]["vms"]
+    result = {}
+    converge = runs.get("converge")
+    if converge:
+        result["converge_s"] = converge["run_time_s"]
+        result["ratio_to_floor"] = round(converge["run_time_s"] / floor, 3)
+        result["ratio_within_1.15"] = result["ratio_to_floor"] <= 1.15
+        result["throttled_share"] = converge["throttled_share"]
+        result["throttled_within_1pct"] = converge["throttled_share"] <= 0.01
+        result["reads_per_completed_extension"] = converge["reads_per_completed_extension"]
+        result["hosts_failed"] = converge["hosts_failed"]
+    unchanged = runs.get("no_change")
+    if unchanged:
+        result["no_change_reads"] = unchanged["reads"]
+        result["no_change_reads_within_n_plus_10"] = unchanged["reads"] <= n + 10
+        result["no_change_run_time_s"] = unchanged["run_time_s"]
+        result["no_change_writes"] = unchanged["extension_puts"]
+    half = runs.get("converge_half_scale")
+    if half and converge:
+        result["ratio_to_floor_half_scale"] = round(half["run_time_s"] / floor, 3)
+    part_ours, part_inc = runs.get("part_ours"), runs.get("part_incumbent")
+    if part_ours:
+        result["part_ours_s"] = part_ours["run_time_s"]
+    if part_ours and part_inc:
+        result["part_incumbent_s"] = part_inc["run_time_s"]
+        result["part_incumbent_over_ours"] = round(part_inc["run_time_s"] / max(part_ours["run_time_s"], 0.1), 2)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+# -*- coding: utf-8 -*-
+# Copyright: azure_vm.extensions contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The fleet's schedule: every VM moves on as soon as its own operation is over, and waiting costs the fewest
+reads the API allows.
+
+* Pipelined VMs: a VM is read, its first pending operation submitted, and when that one is over its next one is
+  submitted at once, without waiting for other VMs (Azure serializes operations per VM, not across VMs). The
+  writes then reach ARM at its bucket's pace (module_utils/scheduler.py), which is what the floor assumes.
+* Waiting with the fewest reads. A single GET (VM with $expand=instanceView; ARM read + Compute Low Cost Get)
+  tells about one VM; one page of List All with statusOnly=true (ARM read + Compute High Cost Get) tells about
+  every VM on the page, with the extensions' instance views. The crossover rule: while the VMs that are
+  waited for are fewer than the pages of one List All sweep (ceil(VMs in the subscription / page size), both
+  learned from the last sweep, before any sweep the fleet's own VMs and 10 per page), each is read with its
+  own GET, at most once per polling interval; otherwise one sweep per polling interval (or twice the last
+  sweep's duration, when that is longer) reads them all.
+  A VM the sweep shows as settled is read once more with a GET (the cache for its next operation and for its
+  result, and the check of the extension's provisioning state, which statusOnly does not carry): one read
+  per completed operation plus the sweeps.
+* At the task's deadline each VM still waiting is read once more and fails with its last status.
+* Progress (VMs submitted, succeeded, failed, waiting) goes to the progress callback while the fleet waits.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    TERMINAL_STATES,
+    extension_views_by_name,
+    handler_state,
+)
+
+ASSUMED_PAGE_SIZE = 10
+PROGRESS_EVERY = 10.0   # seconds between two progress lines while waiting
+
+
+def crossover(waiting, vms_in_scope, page_size):
+    """True when one List All sweep costs fewer reads than one GET per waiting VM."""
+    pages = -(-max(vms_in_scope, 1) // max(page_size, 1))
+    return waiting > pages
+
+
+def submitted_operation(target):
+    """(extension name, 'present' or 'absent') of the operation a target waits for."""
+    name = target.submitted[0]
+    state = "absent" if "absent" in target.submitted[1:] else "present"
+    return name, state
+
+
+def looks_settled(target, status_entry):
+    """From a statusOnly list entry: does the awaited operation look over (to be confirmed with a GET)?"""
+    name, state = submitted_operation(target)
+    views = extension_views_by_name((status_entry.get("properties") or {}).get("instanceView"))
+    view = None
+    for key, value in views.items():
+        if (key or "").lower() == name.lower():
+            view = value
+    if state == "absent":
+        return view is None
+    return view is not None and handler_state(view.get("statuses")) in TERMINAL_STATES
+
+
+class Pipeline(object):
+    def __init__(self, fleet, polling_interval, workers, progress=None, clock=time.time, sleep=time.sleep):
+        self.fleet = fleet
+        self.interval = polling_interval
+        self.workers = workers
+        self.progress = progress
+        self.clock = clock
+        self.sleep = sleep
+        self.lock = threading.Condition()
+        self.waiting = {}          # target -> time of its last GET (or of its submission)
+        self.busy = 0              # jobs on the pool
+        self.vms_in_scope = len(fleet.targets)
+        self.page_size = ASSUMED_PAGE_SIZE
+        self.counts = {"submitted": 0, "succeeded": 0, "failed": 0}
+        self.sweeps = 0
+        self.list_reads = 0
+        self.single_reads = 0
+        self._last_progress = 0.0
+
+    # ---- jobs (on the pool) ------------------------------------------------------------------------------------
+    def _run(self, func, target):
+        self.fleet.run_guarded(func, target)
+        with self.lock:
+            self.busy -= 1
+            if target.failed:
+                self.counts["failed"] += 1
+            elif target.submitted is not None:
+                self.waiting[target] = self.clock()
+            self.lock.notify_all()
+
+    def _start(self, target):
+        self.fleet.plan(target)
+        self._advance(target)
+
+    def _advance(self, target):
+        self.fleet.submit_next(target)
+        if target.submitted is not None:
+            with self.lock:
+                self.counts["submitted"] += 1
+
+    def _confirm(self, target):
+        with self.lock:
+            self.single_reads += 1
+        if self.fleet.settled(target):
+            with self.lock:
+                self.counts["succeeded"] += 1
+            self._advance(target)
+
+    def _expire(self, target):
+        self.fleet.time_out(target)     # raises (the target fails) unless the operation is over after all
+        with self.lock:
+            self.counts["succeeded"] += 1
+        self._advance(target)
+
+    def _queue(self, pool, func, targets):
+        with self.lock:
+            for target in targets:
+                self.waiting.pop(target, None)
+                self.busy += 1
+        for target in targets:
+            pool.submit(self._run, func, target)
+
+    # ---- the watcher (this thread) -----------------------------------------------------------------------------
+    def run(self):
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            self._queue(pool, self._start, [t for t in self.fleet.targets if not t.failed])
+            next_sweep = self.clock()
+            while True:
+                with self.lock:
+                    if not self.waiting and not self.busy:
+                        break
+                    waiting = list(self.waiting.items())
+                now = self.clock()
+                self._report(now)
+                expired = [target for target, dummy in waiting if self.fleet.expired(target)]
+                if expired:
+                    self._queue(pool, self._expire, expired)
+                    continue
+                if waiting and now >= next_sweep and crossover(len(waiting), self.vms_in_scope, self.page_size):
+                    found = self._sweep(dict(waiting))
+                    # At most half of the time in sweeps: a sweep of many pages also costs this process CPU.
+                    next_sweep = now + max(self.interval, 2 * (self.clock() - now))
+                    self._queue(pool, self._confirm, found)
+                    continue
+                due = [target for target, last in waiting if now - last >= self.interval and
+                       not crossover(len(waiting), self.vms_in_scope, self.page_size)]
+                if due:
+                    self._queue(pool, self._confirm, due)
+                    continue
+                with self.lock:
+                    self.lock.wait(min(self.interval, max(next_sweep - now, 0.0)) or self.interval / 4.0)
+        self._report(self.clock(), final=True)
+
+    def _sweep(self, waiting):
+        """One List All statusOnly=true sweep; returns the waiting targets whose operation looks over."""
+        by_id = {}
+        for target in waiting:
+            by_id[("%s/%s" % (target.group, target.vm_name)).lower()] = target
+        found, pages, seen = [], 0, 0
+        paged = self.fleet.connection.compute.virtual_machines.list_all(status_only="true").by_page()
+        for page in paged:
+            pages += 1
+            for vm in page:
+                seen += 1
+                entry = vm.as_dict()
+                parts = (entry.get("id") or "").split("/")
+                key = ("%s/%s" % (parts[4], parts[-1])).lower() if len(parts) > 8 else None
+                target = by_id.get(key)
+                if target is not None and looks_settled(target, entry):
+                    found.append(target)
+        with self.lock:
+            self.sweeps += 1
+            self.list_reads += pages
+            self.fleet.count_reads(pages)
+            self.vms_in_scope = max(seen, 1)
+            if pages > 1:
+                self.page_size = max(-(-seen // pages), 1)
+            elif pages == 1:
+                self.page_size = max(seen, 1)
+        return found
+
+    def _report(self, now, final=False):
+        if self.progress is None or (not final and now - self._last_progress < PROGRESS_EVERY):
+            return
+        self._last_progress = now
+        with self.lock:
+            self.progress("VM extensions: %d submitted, %d succeeded, %d failed, %d waiting (%s)" % (
+                self.counts["submitted"], self.counts["succeeded"], self.counts["failed"], len(self.waiting),
+                "list sweeps" if crossover(len(self.waiting), self.vms_in_scope, self.page_size) else "single reads"))
