@@ -297,8 +297,6 @@ class AzureConnection(object):
     def _credential_for_source(self):
         from azure.identity import (  # pylint: disable=import-outside-toplevel - lazy: ~0.3 s per task
             AzureCliCredential,
-            CertificateCredential,
-            ClientSecretCredential,
             ManagedIdentityCredential,
             WorkloadIdentityCredential,
         )
