@@ -86,7 +86,7 @@ def main(argv=None):
             # ping under the incumbent's interpreter too, so its baseline is its own
             runs["ping (incumbent's python)"] = (runs["ping"][0], dict(base, ANSIBLE_PYTHON_INTERPRETER=str(python)))
         walls = dict((name, []) for name in runs)
-        for _ in range(args.repeat):
+        for _repeat in range(args.repeat):
             for name, (path, env) in runs.items():
                 walls[name].append(timed([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(path)], env))
                 log("  %-60s %6.1f s" % (name, walls[name][-1]))

@@ -24,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleet_bench  # noqa: E402  (incumbent venv, proxy and ansible environment, shared with `make bench`)
-from fleet_bench import ROOT, VENV_BIN, Emulator  # noqa: E402
+from fleet_bench import VENV_BIN, Emulator  # noqa: E402
 
 RG = "rg-demo"
 VM = "vm-web-02"

@@ -216,7 +216,7 @@ class ArmThrottlePacingPolicy(SansIOHTTPPolicy):
         if http.status_code == 429:
             try:
                 body = http.text()
-            except Exception:  # pylint: disable=broad-except - a body we cannot read names no bucket
+            except Exception:  # pylint: disable=broad-except  # a body we cannot read names no bucket
                 body = None
         self.scheduler.complete(buckets, keys, http.status_code, http.headers, body)
 
@@ -251,7 +251,7 @@ class TokenPrefetch(object):
     def _fetch(self):
         try:
             self._result["token"] = self.credential.get_token(self.scope)
-        except Exception as exc:  # pylint: disable=broad-except - the caller's own get_token raises it again
+        except Exception as exc:  # pylint: disable=broad-except  # the caller's own get_token raises it again
             self._result["error"] = exc
 
     def get_token(self, *scopes, **kwargs):
@@ -295,7 +295,7 @@ class AzureConnection(object):
         return TokenPrefetch(credential, self.audience.rstrip("/") + "/.default"), subscription, source
 
     def _credential_for_source(self):
-        from azure.identity import (  # pylint: disable=import-outside-toplevel - lazy: ~0.3 s per task
+        from azure.identity import (  # pylint: disable=import-outside-toplevel  # lazy: ~0.3 s per task
             AzureCliCredential,
             ManagedIdentityCredential,
             WorkloadIdentityCredential,

@@ -204,6 +204,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+progress:
+  description: The progress lines (VMs submitted, succeeded, failed, waiting) written while the fleet waited.
+  returned: at verbosity 1 (C(-v)) and above, when the fleet waited
+  type: list
+  elements: str
 hosts:
   description: Per target (by O(targets[].host)) what happened.
   returned: always

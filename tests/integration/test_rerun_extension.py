@@ -582,4 +582,4 @@ def test_module_rerun_with_a_declared_definition_and_bad_input(run_playbook, emu
     assert result["changed"] is True and result["rerun"]["outcome"] == "succeeded"
     assert result["before"]["settings"] == {"commandToExecute": "echo hello"}
     assert result["extension"]["settings"] == {"commandToExecute": "echo declared"}
-    assert methods([r for r in emulator.writes()]) == ["DELETE", "PUT"]
+    assert methods(list(emulator.writes())) == ["DELETE", "PUT"]

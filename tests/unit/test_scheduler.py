@@ -82,7 +82,7 @@ def test_published_limits_by_request_kind():
 def test_bucket_admits_its_size_then_one_per_refill_interval():
     clock = FakeClock()
     bucket = TokenBucket(200, 10.0, clock(), probe=False)
-    slots = [bucket.reserve(clock(), rand=lambda: 0.0) for _ in range(230)]
+    slots = [bucket.reserve(clock(), rand=lambda: 0.0) for _step in range(230)]
     assert slots[:200] == [clock()] * 200
     assert slots[200:] == pytest.approx([clock() + 0.1 * n for n in range(1, 31)])
 
@@ -90,11 +90,11 @@ def test_bucket_admits_its_size_then_one_per_refill_interval():
 def test_a_429_holds_the_bucket_and_releases_waiters_one_by_one():
     clock = FakeClock()
     bucket = TokenBucket(200, 10.0, clock(), probe=False)
-    for _ in range(200):
+    for _step in range(200):
         bucket.reserve(clock())
     bucket.hold(3.0, clock())
     rng = random.Random(7)
-    slots = [bucket.reserve(clock(), rand=rng.random) for _ in range(50)]
+    slots = [bucket.reserve(clock(), rand=rng.random) for _step in range(50)]
     assert min(slots) >= clock() + 3.0
     interval = 1 / bucket.effective_rate()
     assert interval == pytest.approx(0.2)      # the 429 halved this process's share of the refill
@@ -112,7 +112,7 @@ def test_headers_correct_the_estimate_both_ways():
     bucket.in_flight = 0
     bucket.observe_remaining(20, clock())          # someone else spent most of it
     assert bucket.tokens == 20
-    assert [bucket.reserve(clock(), rand=lambda: 0) for _ in range(21)][-1] == pytest.approx(clock() + 0.1)
+    assert [bucket.reserve(clock(), rand=lambda: 0) for _step in range(21)][-1] == pytest.approx(clock() + 0.1)
     bucket.observe_remaining(150, clock())          # the server has more than thought: sleepers may go earlier
     epoch = bucket.epoch
     assert bucket.tokens == 149 and epoch >= 1
@@ -162,7 +162,7 @@ def test_slices_sharing_one_principal_stay_at_the_published_rate():
     clock = FakeClock()
     server = ServerBucket(200, 10.0, clock)
     rng = random.Random(3)
-    slices = [Scheduler(clock=clock, sleep=clock.sleep, scale=1, rand=rng.random) for _ in range(4)]
+    slices = [Scheduler(clock=clock, sleep=clock.sleep, scale=1, rand=rng.random) for _step in range(4)]
     left = {i: 250 for i in range(4)}
     events = [(clock(), i, None) for i in range(4)]     # (time, slice, reservation or None)
     while events:
