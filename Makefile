@@ -42,7 +42,9 @@ lint: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections $(VENV)/bin/ansible-lint --offline roles playbooks
 
 pytest: venv system-deps
-	$(PY) -m pytest -n $${PYTEST_WORKERS:-auto} --dist loadgroup tests
+	$(PY) -m pytest -n $${PYTEST_WORKERS:-auto} --dist loadgroup tests --ignore=tests/guests
+	# The real Debian guests on their own, after the rest: nothing else runs beside their sshd and namespaces.
+	$(PY) -m pytest tests/guests
 
 # ansible-test units and integration (tests/integration/targets, against the emulator) as contributors run them.
 units: venv

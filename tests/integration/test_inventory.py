@@ -278,7 +278,7 @@ def test_cache_warm_sends_no_request_and_no_secret_in_hostvars_or_cache(
     vm_tag = client.virtual_machine_extensions.get(RG, "vm-web-02", "secretScript").tags[FINGERPRINT_TAG]
     vmss_tags = client.virtual_machine_scale_sets.get(RG, "vmss-auto").tags
     vmss_tag = vmss_tags[FINGERPRINT_TAG + ".secretScript"]
-    assert vm_tag.startswith("pbkdf2-sha256$") and vmss_tag.startswith("pbkdf2-sha256$")
+    assert vm_tag.startswith("v2$pbkdf2-sha256$") and vmss_tag.startswith("v2$pbkdf2-sha256$")
 
     cache_dir = tmp_path / "cache"
     client_secret = emulator.env["AZURE_SECRET"]
