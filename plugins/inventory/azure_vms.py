@@ -120,35 +120,34 @@ EXAMPLES = r"""
 # credentials of the AZURE_* environment variables (what AWX's Azure credential injects)
 plugin: azure_vm.extensions.azure_vms
 
----
+# Further examples, each its own inventory file:
+
 # Two subscriptions, two resource groups, only production VMs, with scale-set instances, cached for 10 minutes
-plugin: azure_vm.extensions.azure_vms
-subscriptions:
-  - 00000000-0000-0000-0000-000000000001
-  - 00000000-0000-0000-0000-000000000002
-resource_groups: [rg-web, rg-batch]
-tags:
-  environment: production
-include_vmss_instances: true
-cache: true
-cache_plugin: ansible.builtin.jsonfile
-cache_connection: ~/.cache/azure_vms
-cache_timeout: 600
+# plugin: azure_vm.extensions.azure_vms
+# subscriptions:
+#   - 00000000-0000-0000-0000-000000000001
+#   - 00000000-0000-0000-0000-000000000002
+# resource_groups: [rg-web, rg-batch]
+# tags:
+#   environment: production
+# include_vmss_instances: true
+# cache: true
+# cache_plugin: ansible.builtin.jsonfile
+# cache_connection: ~/.cache/azure_vms
+# cache_timeout: 600
 
----
 # Own groups and variables on top of the built-in ones
-plugin: azure_vm.extensions.azure_vms
-keyed_groups:
-  - key: azure_os_type
-    prefix: os
-  - key: azure_vm_agent.version
-    prefix: agent
-groups:
-  customscript_failed: "'customScript' in azure_failed_extensions"
-compose:
-  agent_version: azure_vm_agent.version
+# plugin: azure_vm.extensions.azure_vms
+# keyed_groups:
+#   - key: azure_os_type
+#     prefix: os
+#   - key: azure_vm_agent.version
+#     prefix: agent
+# groups:
+#   customscript_failed: "'customScript' in azure_failed_extensions"
+# compose:
+#   agent_version: azure_vm_agent.version
 
----
 # Then, to rerun the failed extension on exactly the VMs where it failed:
 #   ansible-inventory -i inventory/ --graph azure_ext_customscript_failed
 #   ansible-playbook -i inventory/ playbooks/rerun_extension.yml --limit azure_ext_customscript_failed \
