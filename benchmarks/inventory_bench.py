@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ VENV_BIN = Path(sys.executable).parent
 DEFAULT_SEED = ROOT / "tests" / "emulator" / "default-seed.yml"
 SEED_VMS = 5  # the default world's own VMs
 HEADING = "## Inventory benchmark"
+SECTION_BEGIN = "<!-- bench-inventory: begin -->"
+SECTION_END = "<!-- bench-inventory: end -->"
 
 
 def log(msg):
@@ -136,14 +137,9 @@ def markdown(result):
 
 
 def write_markdown(path, text):
-    path = Path(path)
-    current = path.read_text() if path.exists() else ""
-    pattern = re.compile(r"^%s\n.*?(?=^# |\Z)" % re.escape(HEADING), re.S | re.M)
-    if pattern.search(current):
-        current = pattern.sub(lambda match: text, current)
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
+    from benchmark_report import replace_section  # benchmarks/: docs/benchmarks.md is shared, one section each
+
+    replace_section(Path(path), [SECTION_BEGIN, text.rstrip("\n"), SECTION_END], SECTION_BEGIN, SECTION_END)
 
 
 def main():

@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_report import replace_section  # noqa: E402  (docs/benchmarks.md is shared)
+
 BEGIN = "<!-- bench-scale: begin -->"
 END = "<!-- bench-scale: end -->"
 
@@ -95,12 +98,7 @@ def render(report, path):
         lines.append(row(name, runs.get(key)))
     lines += ["", "Results: `%s`" % json.dumps(res, sort_keys=True), "", "![scale benchmark](benchmarks-scale.svg)",
               "", END]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + "\n".join(lines) + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    path.write_text(text)
+    replace_section(path, lines, BEGIN, END)
 
 
 if __name__ == "__main__":
