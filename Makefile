@@ -13,7 +13,7 @@ SEED ?=
 PORT ?= 8443
 
 .PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context \
-	ci-extra test-lowest sanity-lowest test-azcollection changelog bench bench-inventory bench-scale witness clean
+	ci-extra test-lowest sanity-lowest test-azcollection changelog bench bench-inventory bench-scale bench-task-cost witness clean
 
 venv: $(STAMP)
 
@@ -113,6 +113,10 @@ bench: venv
 # on a clock 5x real time, then half that scale; azure.azcollection on a 200-VM part): docs/benchmarks.md.
 bench-scale: venv
 	$(PY) benchmarks/bench_scale.py --vms 2000 --extensions 2 --handler-sim-s 300 --time-scale 5 --json .build/bench-scale.json --markdown docs/benchmarks.md
+
+# Per-task cost of a single-VM module next to ansible.builtin.ping and azure.azcollection's (a few minutes).
+bench-task-cost: venv
+	$(PY) benchmarks/task_cost.py --tasks 15 --repeat 3 --markdown docs/benchmarks.md
 
 # Unmodified azure.azcollection 3.21.0 modules against the emulator (downloads the incumbent like `make bench`;
 # not part of `make test`): docs/witness.md.
