@@ -63,7 +63,17 @@ def timeline(arm, scale, points=60):
     return series
 
 
-def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None, entries=None):
+def fleet_vms(results):
+    """{host: result} of the fleet task, from the json callback's output (either playbook's form)."""
+    for play in results.get("plays", []):
+        for task in play["tasks"]:
+            if task["task"]["name"] == "Converge the VM extensions of every host in the batch":
+                for host_result in task["hosts"].values():
+                    return host_result.get("hosts") or {}
+    return {}
+
+
+def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None, entries=None, vms=None):
     entries = emu.requests()[before:] if entries is None else entries
     arm = [e for e in entries if e["path"].startswith(("/subscriptions", "/providers"))]
     phase = (max(e["time"] for e in arm) - min(e["time"] for e in arm)) if arm else 0.0
@@ -83,12 +93,15 @@ def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None,
         "reads_per_completed_extension": round(len(reads) / len(puts), 2) if puts else None,
         "hosts_failed": sum(1 for s in stats.values() if s.get("failures") or s.get("unreachable")),
         "hosts_changed": sum(1 for s in stats.values() if s.get("changed")),
+        # VMs as the fleet task reports them (one-task mode has no task per host, so stats hold localhost only)
+        "vms_failed": sum(1 for v in (vms or {}).values() if v.get("failed")),
+        "vms_changed": sum(1 for v in (vms or {}).values() if v.get("changed")),
         "timeline": timeline(arm, scale),
     }
     metrics.update(ansible_extra or {})
-    log("  %-34s run %7.1f s (phase %6.1f real x %g + %5.1f)  reqs=%-6d reads=%-6d puts=%-5d 429=%d failed=%d" % (
-        label, run_time, phase, scale, metrics["ansible_outside_phase_s"], len(arm), len(reads), len(puts),
-        len(throttled), metrics["hosts_failed"]))
+    log("  %-34s run %7.1f s (phase %6.1f real x %g + %5.1f)  reqs=%-6d reads=%-6d puts=%-5d 429=%d failed=%d"
+        " vms failed=%d" % (label, run_time, phase, scale, metrics["ansible_outside_phase_s"], len(arm), len(reads),
+                            len(puts), len(throttled), metrics["hosts_failed"], metrics["vms_failed"]))
     return metrics
 
 
@@ -100,10 +113,11 @@ def run(cmd, env, emu, scale, label):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.time() - started
     try:
-        stats = json.loads(proc.stdout[proc.stdout.index("{"):]).get("stats", {})
+        results = json.loads(proc.stdout[proc.stdout.index("{"):])
     except ValueError:
-        stats = {}
-    metrics = measure(emu, before, wall, scale, proc.returncode, stats, label)
+        results = {}
+    metrics = measure(emu, before, wall, scale, proc.returncode, results.get("stats", {}), label,
+                      vms=fleet_vms(results))
     if os.environ.get("BENCH_SCALE_DUMP"):
         Path(os.environ["BENCH_SCALE_DUMP"] + "-" + label.replace(" ", "_") + ".json").write_text(
             json.dumps(emu.requests()[before:]))
@@ -113,12 +127,12 @@ def run(cmd, env, emu, scale, label):
     return metrics
 
 
-def ours(emu, inventory, scale, poll_sim_s, label, forks):
+def ours(emu, inventory, scale, poll_sim_s, label, forks, playbook="fleet_one_task.yml"):
     env = fleet_bench.base_env()
     env.update(emu.env)
     env["AZURE_VM_EXTENSIONS_RATE_SCALE"] = str(scale)
     env["AZURE_POLLING_INTERVAL"] = str(poll_sim_s / scale)
-    cmd = [str(VENV_BIN / "ansible-playbook"), str(ROOT / "playbooks" / "fleet.yml"), "-i", str(inventory),
+    cmd = [str(VENV_BIN / "ansible-playbook"), str(ROOT / "playbooks" / playbook), "-i", str(inventory),
            "-f", str(forks), "-e", json.dumps({"extensions_poll_interval": poll_sim_s / scale})]
     return run(cmd, env, emu, scale, label)
 

@@ -22,8 +22,9 @@ import time
 import traceback
 
 try:
-    from urllib.parse import urlparse
+    from urllib.parse import urlencode, urlparse
 except ImportError:  # Python 2 (ansible-test sanity compiles every file for it)
+    from urllib import urlencode  # type: ignore
     from urlparse import urlparse  # type: ignore
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
@@ -442,6 +443,23 @@ class AzureConnection(object):
         """The SDK client `name` (a key of SDK_CLIENTS), built once per connection."""
         module_name, class_name, dummy = SDK_CLIENTS[name]
         return self._client(name, getattr(importlib.import_module(module_name), class_name))
+
+    def list_pages(self, name, path, query):
+        """Each page (a list of REST JSON dicts) of the ARM list at path, nextLink after nextLink, sent through the
+        SDK client `name`'s own pipeline (credential, retries with Retry-After, throttle pacing, user agent) but
+        without building SDK models: a status sweep over thousands of VMs then costs a JSON parse per page, where
+        the SDK's models took about 70 ms of CPU per page of 50 VMs. query carries the api-version."""
+        client = self.client(name)
+        # send_request is public in TypeSpec-generated SDKs; the older generators name it _send_request.
+        send = getattr(client, "send_request", None) or getattr(client, "_send_request")
+        url = "%s?%s" % (path, urlencode(query))
+        while url:
+            response = send(HttpRequest("GET", url))
+            if response.status_code != 200:
+                raise HttpResponseError(response=response)
+            body = response.json()
+            yield body.get("value") or []
+            url = body.get("nextLink")
 
     @property
     def compute(self):

@@ -36,6 +36,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
 )
 
 ASSUMED_PAGE_SIZE = 10
+# The sweep's own REST call (Virtual Machines - List All with statusOnly=true), at a published Compute api-version
+# that has statusOnly, whichever SDK generation is installed.
+SWEEP_API_VERSION = "2024-07-01"
 PROGRESS_EVERY = 10.0   # seconds between two progress lines while waiting
 
 
@@ -164,12 +167,13 @@ class Pipeline(object):
         for target in waiting:
             by_id[("%s/%s" % (target.group, target.vm_name)).lower()] = target
         found, pages, seen = [], 0, 0
-        paged = self.fleet.connection.compute.virtual_machines.list_all(status_only="true").by_page()
+        connection = self.fleet.connection
+        paged = connection.list_pages("compute", "/subscriptions/%s/providers/Microsoft.Compute/virtualMachines" % (
+            connection.subscription_id), {"api-version": SWEEP_API_VERSION, "statusOnly": "true"})
         for page in paged:
             pages += 1
-            for vm in page:
+            for entry in page:
                 seen += 1
-                entry = vm.as_dict()
                 parts = (entry.get("id") or "").split("/")
                 key = ("%s/%s" % (parts[4], parts[-1])).lower() if len(parts) > 8 else None
                 target = by_id.get(key)

@@ -52,7 +52,7 @@ def fleet(fleet_emulator, ansible_env, tmp_path):
     fleet_emulator.reset()
     fleet_emulator.settings(handler_duration_s=0.5, delete_duration_s=0.3)
 
-    def run(hosts=None, group_vars=None, extra_vars=None, forks=5, options=()):
+    def run(hosts=None, group_vars=None, extra_vars=None, forks=5, options=(), playbook=PLAYBOOK):
         hosts = hosts or {name: {} for name in HOSTS}
         inventory = tmp_path / "inventory.yml"
         group = {"ansible_connection": "local", "azure_resource_group": RG, "azure_vm_extensions": EXTENSIONS}
@@ -65,7 +65,7 @@ def fleet(fleet_emulator, ansible_env, tmp_path):
         variables = {"extensions_polling_interval": 0.2}
         variables.update(extra_vars or {})
         variables = dict((key, value) for key, value in variables.items() if value is not None)
-        cmd = [str(VENV_BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(inventory), "-f", str(forks),
+        cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(inventory), "-f", str(forks),
                "-e", json.dumps(variables)] + list(options)
         if "-vvvv" in options:
             env["ANSIBLE_STDOUT_CALLBACK"] = "default"
@@ -182,12 +182,44 @@ def test_one_failing_vm_does_not_stop_the_others(fleet):
     assert set(vm_extensions(fleet.emulator, "fleet-003")) == {"monitor", "bootstrap"}
 
 
+FLEET_TASK = "Converge the VM extensions of every host in the batch"
+
+
+def test_one_task_mode_has_no_task_per_host_then_no_change_then_names_a_failed_vm(fleet):
+    """playbooks/fleet_one_task.yml: a play on localhost with extensions_hosts, so no task runs per inventory host
+    (neither the argument validation nor the report); the one task is changed, then not, then fails naming the VM."""
+    one_task = REPO_ROOT / "playbooks" / "fleet_one_task.yml"
+    first = fleet(playbook=one_task)
+    assert first.rc == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert list(first.stats) == ["localhost"] and first.stats["localhost"]["changed"] == 1
+    tasks = [task for play in first.results["plays"] for task in play["tasks"]]
+    assert all(list(task["hosts"]) == ["localhost"] for task in tasks), [t["task"]["name"] for t in tasks]
+    result = first.task(FLEET_TASK, "localhost")
+    assert sorted(result["hosts"]) == HOSTS and all(h["changed"] for h in result["hosts"].values())
+    assert len([e for e in writes(first.log) if e["method"] == "PUT"]) == len(HOSTS) * len(EXTENSIONS)
+
+    again = fleet(playbook=one_task)
+    assert again.rc == 0 and again.stats["localhost"]["changed"] == 0
+    assert writes(again.log) == []
+
+    fleet.emulator.reset()   # a fresh world, with one VM whose handler fails
+    fleet.emulator.settings(handler_duration_s=0.5, delete_duration_s=0.3)
+    fleet.emulator.faults([{"extension": {"vm": "fleet-004", "name": "monitor", "outcome": "failed",
+                                          "message": "agent package download failed"}}])
+    failed = fleet(playbook=one_task)
+    assert failed.rc != 0 and failed.stats["localhost"]["failures"] == 1
+    result = failed.task(FLEET_TASK, "localhost")
+    assert "1 of 6 VMs failed" in result["msg"] and "fleet-004" in result["msg"]
+    assert "agent package download failed" in result["msg"]
+    assert result["hosts"]["fleet-004"]["failed"] and not result["hosts"]["fleet-001"]["failed"]
+
+
 def test_bad_declaration_names_the_option_before_any_write(fleet):
     # The declarations are the module's argument spec now: a bad one stops the batch before anything is sent.
     bad = dict(EXTENSIONS[0], state="installed")
     run = fleet(hosts={"fleet-001": {"azure_vm_extensions": [bad]}})
     assert run.rc != 0
-    result = run.task("Converge the VM extensions of every host in the batch", "fleet-001")
+    result = run.task(FLEET_TASK, "fleet-001")
     assert "state" in result["msg"] and "present, absent" in result["msg"] and "installed" in result["msg"]
     assert writes(run.log) == []
 
