@@ -27,7 +27,8 @@ options:
       - Handler version, for example C(2.1). Required with O(state=present).
       - V(latest) picks the highest version in the region from the extension image catalogue (numeric order);
         with O(auto_upgrade_minor_version=true) its major.minor is used.
-    type: str
+      - A string. Quote it in YAML (V('2.10')); an unquoted 2.10 is the number 2.1 and is refused.
+    type: raw
   settings:
     description:
       - Public settings (JSON object), compared exactly as ARM stores JSON. Key order does not matter; keys, types

@@ -60,7 +60,8 @@ EXTENSION_OPTIONS = dict(
     state=dict(type="str", default="present", choices=["present", "absent"]),
     publisher=dict(type="str"),
     type=dict(type="str"),
-    type_handler_version=dict(type="str"),
+    # raw, so that an unquoted YAML number (2.10, read as the float 2.1) is refused instead of silently becoming '2.1'
+    type_handler_version=dict(type="raw"),
     settings=dict(type="dict"),
     protected_settings=dict(type="dict", no_log=True),
     # secret_url + source_vault_id, or ARM's own shape (secretUrl, sourceVault.id) as the info modules return it;
@@ -98,6 +99,12 @@ def validate_extension_options(params, prefix=""):
     the options come from (the fleet's "host web-01: extension x: ").
     """
     version = params["type_handler_version"]
+    if isinstance(version, (float, bool)):
+        raise AzureOperationError("%stype_handler_version must be quoted, for example '2.10': YAML reads an unquoted "
+                                  "2.10 as the number 2.1 and the trailing zero is lost; got the %s %r" % (
+                                      prefix, type(version).__name__, version))
+    if isinstance(version, int):
+        version = params["type_handler_version"] = str(version)
     if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
         raise AzureOperationError("%stype_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; "
                                   "got %r" % (prefix, version))

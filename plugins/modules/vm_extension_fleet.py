@@ -74,8 +74,8 @@ options:
             description: Extension type. Required with O(targets[].extensions[].state=present).
             type: str
           type_handler_version:
-            description: Handler version, or V(latest). Required with O(targets[].extensions[].state=present).
-            type: str
+            description: Handler version, or V(latest). Required with O(targets[].extensions[].state=present). A string; an unquoted YAML number is refused.
+            type: raw
           settings:
             description: Public settings, compared exactly (see M(azure_vm.extensions.vm_extension)).
             type: dict

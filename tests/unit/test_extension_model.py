@@ -303,3 +303,24 @@ def test_change_summary_in_plain_words():
         "cs: version 2.0 -> 2.1; settings changed"
     assert change_summary("cs", ext(), body, ["settings", "protected_settings"]) == \
         "cs (version 2.1): settings, protected_settings changed"
+
+
+def _declaration(version):
+    params = dict((key, spec.get("default")) for key, spec in em.EXTENSION_OPTIONS.items())
+    params.update(resource_group="rg", name="cs", publisher="Microsoft.Azure.Extensions", type="CustomScript",
+                  type_handler_version=version)
+    return params
+
+
+@pytest.mark.parametrize("number", [2.1, 2.10, 1.0, True])
+def test_unquoted_yaml_number_as_version_is_refused_naming_the_option(number):
+    # YAML reads an unquoted 2.10 as the float 2.1: refused, never silently sent as '2.1'.
+    with pytest.raises(em.AzureOperationError, match=r"type_handler_version must be quoted, for example '2.10'"):
+        em.validate_extension_options(_declaration(number))
+
+
+@pytest.mark.parametrize("value, expected", [(2, "2"), ("2.10", "2.10"), ("latest", "latest")])
+def test_integer_and_string_versions_are_kept_exactly(value, expected):
+    params = _declaration(value)
+    em.validate_extension_options(params)
+    assert params["type_handler_version"] == expected
