@@ -171,6 +171,8 @@ def main(argv=None):
     parser.add_argument("--skip-half-scale", action="store_true")
     parser.add_argument("--part-vms", type=int, default=200, help="the part run with azure.azcollection; 0 skips")
     parser.add_argument("--skip-incumbent", action="store_true")
+    parser.add_argument("--incumbent-from", help="take the azure.azcollection part run from this earlier JSON report "
+                        "(same parameters) instead of running it again: it does not depend on this collection")
     parser.add_argument("--json", help="also write the JSON report here")
     parser.add_argument("--markdown", help="update this markdown report (section 'Fleet at Azure's scale')")
     args = parser.parse_args(argv)
@@ -210,7 +212,13 @@ def main(argv=None):
             world(scale)
             report["runs"]["part_ours"] = ours(emu, part, scale, args.poll_sim_s, "ours %d VMs" % args.part_vms,
                                                args.forks)
-            if not args.skip_incumbent:
+            if args.incumbent_from:
+                earlier = json.loads(Path(args.incumbent_from).read_text())
+                assert earlier["parameters"]["vms"] == n and earlier["part"]["vms"] == args.part_vms
+                report["parameters"]["incumbent"] = earlier["parameters"]["incumbent"]
+                report["runs"]["part_incumbent"] = dict(earlier["runs"]["part_incumbent"],
+                                                        measured_in=args.incumbent_from)
+            elif not args.skip_incumbent:
                 collections, python, version = fleet_bench.ensure_incumbent()
                 report["parameters"]["incumbent"] = "azure.azcollection %s" % version
                 proxy, proxy_port = fleet_bench.start_proxy(int(emu.base_url.rsplit(":", 1)[1]), work)
