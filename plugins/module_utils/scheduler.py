@@ -177,6 +177,8 @@ class TokenBucket(object):
         handed out before is void, so the callers re-reserve one by one, a refill interval apart, after that."""
         self.refill(now)
         self.throttled += 1
+        # Requests already on the wire when the bucket ran dry are refused together: one event, one halving.
+        first_of_burst = now >= self.hold_until
         self.hold_until = max(self.hold_until, now + seconds)
         self.tokens = min(self.tokens, 0.0)
         self.updated = now
@@ -184,7 +186,8 @@ class TokenBucket(object):
         self._sent -= 1                   # the refused request took no token at the server
         # Someone else spends this budget too (or the server is stricter than published): halve this process's
         # share at once; the next measurement sets it from what the others really spend.
-        self.share = max(MIN_SHARE, self.share * 0.5)
+        if first_of_burst:
+            self.share = max(MIN_SHARE, self.share * 0.5)
 
     def no_header(self):
         """A response without this bucket's header: trust the published size (nothing better is known)."""

@@ -193,3 +193,16 @@ def test_slices_sharing_one_principal_stay_at_the_published_rate():
     assert server.throttled <= 0.03 * server.accepted
     assert server.throttled <= clock() - 1000.0
     assert clock() - 1000.0 <= 80.0 * 1.05
+
+
+def test_429s_of_one_burst_halve_the_share_once():
+    """Requests in flight when the bucket ran dry come back refused together: one event. Halving the share for each
+    of them (15 at once were seen at 2,000 VMs) left the process at a sixteenth of the refill and stalled it."""
+    clock = FakeClock()
+    bucket = TokenBucket(200, 10.0, clock(), probe=False)
+    for _step in range(15):
+        bucket.hold(1.0, clock())
+    assert bucket.share == pytest.approx(0.5)
+    clock.now += 1.5                           # after the hold: a new refusal is new evidence
+    bucket.hold(1.0, clock())
+    assert bucket.share == pytest.approx(0.25)
