@@ -20,6 +20,7 @@ import os
 import re
 import uuid
 
+from ansible.module_utils.six import string_types
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureOperationError,
     arm_errors,
@@ -105,6 +106,9 @@ def validate_extension_options(params, prefix=""):
                                       prefix, type(version).__name__, version))
     if isinstance(version, int):
         version = params["type_handler_version"] = str(version)
+    if version is not None and not isinstance(version, string_types):
+        raise AzureOperationError("%stype_handler_version must be a string such as '2.1' or 'latest'; got the %s %r" % (
+            prefix, type(version).__name__, version))
     if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
         raise AzureOperationError("%stype_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; "
                                   "got %r" % (prefix, version))

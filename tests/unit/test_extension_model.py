@@ -324,3 +324,9 @@ def test_integer_and_string_versions_are_kept_exactly(value, expected):
     params = _declaration(value)
     em.validate_extension_options(params)
     assert params["type_handler_version"] == expected
+
+
+@pytest.mark.parametrize("value", [["2.1"], {"v": "2.1"}])
+def test_version_of_another_type_is_refused_naming_the_option(value):
+    with pytest.raises(em.AzureOperationError, match=r"type_handler_version must be a string such as '2.1'"):
+        em.validate_extension_options(_declaration(value))
