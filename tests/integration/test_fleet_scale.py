@@ -131,7 +131,7 @@ def test_one_vm_polled_fast_stays_within_its_read_budget(world, tmp_path):
     spaces the reads so that the VM's bucket never refuses (or at most once per refill), and the handler's end
     is still seen."""
     inv = inventory(tmp_path / "one.yml", ["fleet-001"], EXTENSIONS[:1])
-    world.settings(handler_duration_s=600.0)      # 30 s real at 20x: ~150 reads budgeted, thousands asked for
+    world.settings(handler_duration_s=300.0)      # 15 s real at 20x: ~96 reads budgeted, 300 asked for
     proc, results, log = play(world, inv, {"extensions_poll_interval": 0.05})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert results["stats"]["fleet-001"]["changed"] == 1
@@ -149,8 +149,8 @@ def test_fleet_beyond_the_write_bucket_converges_then_no_change(world, tmp_path)
     sends no write and at most one read per VM (+10)."""
     names = hosts(150)
     inv = inventory(tmp_path / "fleet.yml", names)
-    # handlers of 30 s real: every VM is waited for at once, however slow this machine submits
-    world.settings(handler_duration_s=600.0)
+    # handlers of 15 s real: every VM is waited for at once, however slow this machine submits
+    world.settings(handler_duration_s=300.0)
     proc, results, log = play(world, inv)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     stats = results["stats"]
@@ -170,7 +170,7 @@ def test_fleet_beyond_the_write_bucket_converges_then_no_change(world, tmp_path)
     reads = [e for e in log if e["method"] == "GET" and e["status"] != 429]
     # one read per VM, the sweeps' pages, and single reads (one per completed operation, plus those of the tail
     # of each VM's wait when few are pending): at most two per operation on average, where polling every waiting
-    # VM at the polling interval would read each VM about 120 times per 30 s handler
+    # VM at the polling interval would read each VM about 60 times per 15 s handler
     assert len(reads) <= 150 + fleet["waiting"]["single_reads"] + fleet["waiting"]["list_pages"] + 5
     assert fleet["waiting"]["single_reads"] <= 2 * 300
 
