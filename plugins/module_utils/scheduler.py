@@ -90,9 +90,10 @@ def rate_scale():
 class TokenBucket(object):
     """One bucket as this process sees it. Not thread safe by itself: Scheduler holds a lock around it.
 
-    tokens may be negative: -n means n callers own slots in the future. share is this process's part of the
-    refill rate (1 when alone). epoch changes when slots already handed out became wrong (a 429's hold, or the
-    server reporting more tokens than thought), so sleepers re-reserve.
+    tokens = what the bucket holds for this process less the reservations not sent yet (promised); negative when
+    callers own slots in the future. in_flight counts requests sent and not answered. share is this process's part
+    of the refill rate (1 when alone). epoch changes when slots already handed out became wrong (a 429's hold, or
+    the server reporting more tokens than thought), so sleepers re-reserve.
     """
 
     def __init__(self, size, rate, now, probe=True):
@@ -102,6 +103,7 @@ class TokenBucket(object):
         self.updated = now
         self.share = 1.0
         self.in_flight = 0
+        self.promised = 0
         self.seen_header = not probe
         self.epoch = 0
         self.hold_until = 0.0
@@ -119,13 +121,14 @@ class TokenBucket(object):
         if now > self.updated:
             start = max(self.updated, self.hold_until)
             if now > start:
-                self.tokens = min(self.size, self.tokens + (now - start) * self.effective_rate())
+                self.tokens = min(self.size - self.promised, self.tokens + (now - start) * self.effective_rate())
             self.updated = now
 
     def reserve(self, now, rand=random.random):
         """Take one token; return the time at which the caller may send (now when a token was there)."""
         self.refill(now)
         self.tokens -= 1
+        self.promised += 1
         if self.tokens >= 0 and now >= self.hold_until:
             return now
         start = max(now, self.hold_until)
@@ -134,19 +137,40 @@ class TokenBucket(object):
 
     def release(self):
         """A reservation given back unused (the caller re-reserves after an epoch change)."""
-        self.tokens = min(self.size, self.tokens + 1)
+        self.promised = max(self.promised - 1, 0)
+        self.tokens = min(self.size - self.promised, self.tokens + 1)
+
+    def sent(self):
+        """A reservation used: its request is on the wire."""
+        self.promised = max(self.promised - 1, 0)
+        self.in_flight += 1
+        self._sent += 1
+
+    def answered(self):
+        self.in_flight = max(self.in_flight - 1, 0)
+
+    def void_promises(self):
+        """Every slot handed out is wrong now (a 429's hold, or more tokens than thought): the sleepers reserve
+        again, one after the other, each taking the next slot (giving each slot back and taking the last one
+        again would put them all on the same slot: a herd)."""
+        self.tokens = min(self.size, self.tokens + self.promised)
+        self.promised = 0
+        self.epoch += 1
 
     def observe_remaining(self, remaining, now):
         """The server's count after one of our requests: the truth, less what we still have in flight."""
         self.refill(now)
         self.seen_header = True
         self.lowest = remaining if self.lowest is None else min(self.lowest, remaining)
-        # Processes sharing the budget all see the same count: each may spend its share of it.
-        estimate = float(remaining) * self.share - self.in_flight
-        waiting = min(self.tokens, 0.0)   # slots already promised stay promised
-        if estimate + waiting > self.tokens + 1:
-            self.epoch += 1               # more than we thought: sleepers may go earlier
-        self.tokens = min(self.size, estimate + waiting) if estimate >= 0 else estimate + waiting
+        # Processes sharing the budget all see the same count: each may spend its share of it. The requests still
+        # in flight will take from it, and the slots promised to sleepers stay promised. (Deriving the promised
+        # slots from the negative token count instead counted the in-flight requests again at every response:
+        # with 30 in flight and the server at 0, the slots moved tens of seconds ahead.)
+        tokens = min(self.size, float(remaining) * self.share - self.in_flight) - self.promised
+        if tokens > self.tokens + 1 and self.promised:
+            self.void_promises()          # more than we thought: sleepers may go earlier
+            tokens = min(self.size, float(remaining) * self.share - self.in_flight)
+        self.tokens = tokens
         self._measure_share(remaining, now)
 
     def _measure_share(self, remaining, now):
@@ -180,9 +204,9 @@ class TokenBucket(object):
         # Requests already on the wire when the bucket ran dry are refused together: one event, one halving.
         first_of_burst = now >= self.hold_until
         self.hold_until = max(self.hold_until, now + seconds)
+        self.void_promises()
         self.tokens = min(self.tokens, 0.0)
         self.updated = now
-        self.epoch += 1
         self._sent -= 1                   # the refused request took no token at the server
         # Someone else spends this budget too (or the server is stricter than published): halve this process's
         # share at once; the next measurement sets it from what the others really spend.
@@ -193,7 +217,7 @@ class TokenBucket(object):
         """A response without this bucket's header: trust the published size (nothing better is known)."""
         if not self.seen_header:
             self.seen_header = True
-            self.tokens = self.size - self.in_flight
+            self.tokens = self.size - self.in_flight - self.promised
 
 
 class Scheduler(object):
@@ -285,17 +309,17 @@ class Scheduler(object):
             return [bucket.epoch for bucket in buckets] != epochs
 
     def start(self, buckets, epochs, ready):
-        """Send now (True, counted in flight), or give the slots back when a bucket changed before the slot came
-        (False: reserve again)."""
+        """Send now (True, counted in flight), or, when a bucket voided its slots since the reservation, give back
+        the others' and return False (reserve again)."""
         with self.lock:
-            if [bucket.epoch for bucket in buckets] != epochs and self.clock() < ready:
-                for bucket in buckets:
-                    bucket.release()
+            if [bucket.epoch for bucket in buckets] != epochs:
+                for bucket, epoch in zip(buckets, epochs):
+                    if bucket.epoch == epoch:
+                        bucket.release()
                 return False
             self.requests += 1
             for bucket in buckets:
-                bucket.in_flight += 1
-                bucket._sent += 1  # pylint: disable=protected-access
+                bucket.sent()
             return True
 
     # ---- after a response -------------------------------------------------------------------------------------
@@ -304,7 +328,7 @@ class Scheduler(object):
         with self.lock:
             now = self.clock()
             for bucket in buckets:
-                bucket.in_flight = max(bucket.in_flight - 1, 0)
+                bucket.answered()
             by_key = dict((key, bucket) for (key, dummy, dummy2), bucket in zip(keys, buckets))
             for key, bucket in by_key.items():
                 remaining = self._remaining_for(key, headers)
