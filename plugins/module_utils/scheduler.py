@@ -109,9 +109,9 @@ class TokenBucket(object):
         self.hold_until = 0.0
         self.throttled = 0
         self.lowest = None
-        # share measurement: server count, time and our own sends at the last measurement
+        # share measurement: server count, time and our own answered requests at the last measurement
         self._mark = None
-        self._sent = 0
+        self._answered = 0
         self._others_rate = 0.0
 
     def effective_rate(self):
@@ -144,10 +144,10 @@ class TokenBucket(object):
         """A reservation used: its request is on the wire."""
         self.promised = max(self.promised - 1, 0)
         self.in_flight += 1
-        self._sent += 1
 
     def answered(self):
         self.in_flight = max(self.in_flight - 1, 0)
+        self._answered += 1
 
     def void_promises(self):
         """Every slot handed out is wrong now (a 429's hold, or more tokens than thought): the sleepers reserve
@@ -174,21 +174,25 @@ class TokenBucket(object):
         self._measure_share(remaining, now)
 
     def _measure_share(self, remaining, now):
+        # Our part of what the server counted between two measurements is what was answered in between: a request
+        # sent but not answered may or may not have reached the server's count. That uncertainty (the requests in
+        # flight) must be small beside the refill of the window, or our own in-flight requests look like another
+        # process's spending (32 in flight at the first measurement took a lone process to 1/16 and stalled it).
         if self._mark is None:
-            self._mark = (remaining, now, self._sent)
+            self._mark = (remaining, now, self._answered)
             return
-        count0, time0, sent0 = self._mark
+        count0, time0, answered0 = self._mark
         elapsed = now - time0
-        if elapsed < SHARE_WINDOW * 10 / self.rate:   # the time of about 10 refills
+        if elapsed * self.rate < SHARE_WINDOW * 10 + 4 * self.in_flight:   # about 10 refills, and 4 x in flight
             return
-        self._mark = (remaining, now, self._sent)
+        self._mark = (remaining, now, self._answered)
         if count0 + elapsed * self.rate >= self.size:
             # The bucket may have been full in between: the refill is unknown, so nothing can be concluded,
             # and a full bucket means nobody is short: decay the others' rate.
             self._others_rate *= 0.5
         else:
             spent_by_all = count0 + elapsed * self.rate - remaining
-            others = max(spent_by_all - (self._sent - sent0), 0.0) / elapsed
+            others = max(spent_by_all - (self._answered - answered0), 0.0) / elapsed
             self._others_rate = 0.3 * self._others_rate + 0.7 * others
         # A margin on the others' part keeps the slices' sum below the rate (4 equal slices settle at 0.23 each);
         # alone, the share is 1.
@@ -207,7 +211,7 @@ class TokenBucket(object):
         self.void_promises()
         self.tokens = min(self.tokens, 0.0)
         self.updated = now
-        self._sent -= 1                   # the refused request took no token at the server
+        self._answered -= 1               # the refused request took no token at the server
         # Someone else spends this budget too (or the server is stricter than published): halve this process's
         # share at once; the next measurement sets it from what the others really spend.
         if first_of_burst:

@@ -164,14 +164,18 @@ def test_sleepers_woken_by_a_429_take_distinct_slots():
     assert all(later - earlier == pytest.approx(interval) for earlier, later in zip(again, again[1:]))
 
 
-def test_many_workers_in_flight_keep_to_the_bucket_near_the_floor():
-    """32 workers, each request 50 ms on the wire, 2,000 writes through a server bucket of 200 + 10/s: the floor is
-    (2000 - 200) / 10 = 180 s. The client finishes near it with few 429s, and no gap longer than a few seconds
-    between accepted writes (the stall seen at 2,000 VMs was 23 s)."""
+@pytest.mark.parametrize("scale,latency,probe", [(1.0, 0.05, False), (2.5, 0.3, True)])
+def test_many_workers_in_flight_keep_to_the_bucket_near_the_floor(scale, latency, probe):
+    """32 workers, each request `latency` seconds on the wire, 2,000 writes through ARM's write bucket of 200 + 10/s
+    (x scale, as on the emulator's faster clock): the floor is (2000 - 200) / (10 x scale). The client finishes near
+    it with few 429s and no gap longer than a few refill intervals between accepted writes (stalls of 19-23 s were
+    seen at 2,000 VMs: in-flight requests counted again at every response, and, with the process starting on a
+    probe, the requests in flight at the first share measurement taken for another process's spending)."""
     clock = FakeClock()
-    server = ServerBucket(200, 10.0, clock)
-    sched = Scheduler(clock=clock, sleep=clock.sleep, scale=1, rand=random.Random(5).random, probe=False)
-    latency, total = 0.05, 2000
+    rate = 10.0 * scale
+    server = ServerBucket(200, rate, clock)
+    sched = Scheduler(clock=clock, sleep=clock.sleep, scale=scale, rand=random.Random(5).random, probe=probe)
+    total = 2000
     left = [total]
     events = [(clock(), n, "reserve", None) for n in range(32)]
     order = 32
@@ -211,8 +215,9 @@ def test_many_workers_in_flight_keep_to_the_bucket_near_the_floor():
     assert server.accepted == total
     assert server.throttled <= 0.01 * total
     gaps = [later - earlier for earlier, later in zip(accepted_at, accepted_at[1:])]
-    assert max(gaps) <= 3.0
-    assert clock() - 1000.0 <= 180.0 * 1.1
+    assert max(gaps) <= 30.0 / rate
+    assert clock() - 1000.0 <= (total - 200) / rate * 1.1
+    assert sched.arm_share("writes") >= 0.9      # alone: its whole refill
 
 
 def test_probe_first_then_trust_the_header():
