@@ -95,6 +95,8 @@ def render(report, path):
                       ("converge_half_scale", "ours, converge at half the time scale"),
                       ("part_ours", "ours, %s-VM part" % report.get("part", {}).get("vms", "")),
                       ("part_incumbent", "azure.azcollection, same part, forks %d, async fan-out" % p["forks"])):
+        if key.startswith("part_") and "part" not in report:
+            continue      # --part-vms 0: no part run at all
         lines.append(row(name, runs.get(key)))
     lines += ["", "Results: `%s`" % json.dumps(res, sort_keys=True), "", "![scale benchmark](benchmarks-scale.svg)",
               "", END]
