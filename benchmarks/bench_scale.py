@@ -137,9 +137,10 @@ def ours(emu, inventory, scale, poll_sim_s, label, forks, playbook="fleet_one_ta
     return run(cmd, env, emu, scale, label)
 
 
-def incumbent_async_playbook(path, extensions, poll_real_s):
+def incumbent_async_playbook(path, extensions, poll_real_s, fan_out=True):
     """What an expert would write with azure.azcollection: per extension, fan out with async/poll: 0 on every
-    host, then wait for all jobs with async_status."""
+    host, then wait for all jobs with async_status. fan_out=False: one plain task per extension, so at most
+    `forks` module processes run at once (each waits for its VM's handler)."""
     tasks = []
     for spec in fleet_bench.extension_specs(extensions):
         args = {"resource_group": "{{ azure_resource_group }}", "virtual_machine_name": "{{ inventory_hostname }}",
@@ -147,6 +148,10 @@ def incumbent_async_playbook(path, extensions, poll_real_s):
                 "type_handler_version": spec["type_handler_version"], "auto_upgrade_minor_version": True}
         if spec.get("settings"):
             args["settings"] = spec["settings"]
+        if not fan_out:
+            tasks.append({"name": "Extension %s" % spec["name"],
+                          "azure.azcollection.azure_rm_virtualmachineextension": args})
+            continue
         tasks.append({"name": "Extension %s (fan out)" % spec["name"],
                       "azure.azcollection.azure_rm_virtualmachineextension": args,
                       "async": 7200, "poll": 0, "register": "job"})
@@ -171,6 +176,9 @@ def main(argv=None):
     parser.add_argument("--skip-half-scale", action="store_true")
     parser.add_argument("--part-vms", type=int, default=200, help="the part run with azure.azcollection; 0 skips")
     parser.add_argument("--skip-incumbent", action="store_true")
+    parser.add_argument("--incumbent-mode", choices=("async", "forks"), default="async",
+                        help="async: async/poll 0 fan-out on every host; forks: plain tasks, `--forks` at once")
+    parser.add_argument("--part-only", action="store_true", help="only the part runs (ours and azure.azcollection)")
     parser.add_argument("--incumbent-from", help="take the azure.azcollection part run from this earlier JSON report "
                         "(same parameters) instead of running it again: it does not depend on this collection")
     parser.add_argument("--json", help="also write the JSON report here")
@@ -199,9 +207,10 @@ def main(argv=None):
         log("scale benchmark: %d VMs x %d extensions, T %g s simulated, time_scale %g, floor %.0f s" % (
             n, k, t, scale, floor))
         world(scale)
-        report["runs"]["converge"] = ours(emu, inventory, scale, args.poll_sim_s, "ours converge", args.forks)
-        report["runs"]["no_change"] = ours(emu, inventory, scale, args.poll_sim_s, "ours no-change", args.forks)
-        if not args.skip_half_scale:
+        if not args.part_only:
+            report["runs"]["converge"] = ours(emu, inventory, scale, args.poll_sim_s, "ours converge", args.forks)
+            report["runs"]["no_change"] = ours(emu, inventory, scale, args.poll_sim_s, "ours no-change", args.forks)
+        if not args.skip_half_scale and not args.part_only:
             world(scale / 2)
             report["runs"]["converge_half_scale"] = ours(emu, inventory, scale / 2, args.poll_sim_s,
                                                          "ours converge at half scale", args.forks)
@@ -222,7 +231,9 @@ def main(argv=None):
                 collections, python, version = fleet_bench.ensure_incumbent()
                 report["parameters"]["incumbent"] = "azure.azcollection %s" % version
                 proxy, proxy_port = fleet_bench.start_proxy(int(emu.base_url.rsplit(":", 1)[1]), work)
-                playbook = incumbent_async_playbook(work / "incumbent.yml", k, max(args.poll_sim_s / scale, 1.0))
+                playbook = incumbent_async_playbook(work / "incumbent.yml", k, max(args.poll_sim_s / scale, 1.0),
+                                                    fan_out=args.incumbent_mode == "async")
+                report["parameters"]["incumbent_mode"] = args.incumbent_mode
                 world(scale)
                 env = fleet_bench.base_env()
                 env.update({
@@ -235,8 +246,8 @@ def main(argv=None):
                     "NO_PROXY": "", "no_proxy": "", "REQUESTS_CA_BUNDLE": emu.ca_bundle, "SSL_CERT_FILE": emu.ca_bundle,
                 })
                 cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(part), "-f", str(args.forks)]
-                report["runs"]["part_incumbent"] = run(cmd, env, emu, scale, "azure.azcollection %d VMs forks %d async"
-                                                       % (args.part_vms, args.forks))
+                report["runs"]["part_incumbent"] = run(cmd, env, emu, scale, "azure.azcollection %d VMs forks %d %s"
+                                                       % (args.part_vms, args.forks, args.incumbent_mode))
     finally:
         if proxy is not None:
             proxy.terminate()
