@@ -15,7 +15,7 @@ fi
 # ansible-test bootstraps pip in its sanity venvs with a script it downloads; give it the offline stand-in.
 pip_version=$(sed -n "s/^ *pip='\([0-9.]*\)',\$/\1/p" "$("$sanity_venv/bin/python" -c 'import ansible_test,os;print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py")
 mkdir -p ~/.ansible/test/cache
-cp "$root/tests/sanity/get_pip_offline.py" ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+cp "$root/tests/sanity/get_pip_offline.py" ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py
 sanity_copy=${SANITY_VENV:+$SANITY_VENV/collection}
 dest=${sanity_copy:-$root/.build/sanity}/ansible_collections/azure_vm/extensions
 rm -rf "$dest"
