@@ -107,8 +107,9 @@ def render(report, path):
         "### How to read this",
         "",
         "* **ours** is the `azure_vm.extensions.extensions` role (`playbooks/fleet.yml`) at ansible's default forks (5). "
-        "One controller process handles the whole batch: one VM read (`$expand=instanceView`) per VM, then per "
-        "round the next extension is submitted on every VM (`wait=false`) and all are awaited together. Its status "
+        "One controller process handles the whole batch: one VM read (`$expand=instanceView`) per VM, then each "
+        "VM's next extension is submitted as soon as its previous one is over (no rounds) while the waiting VMs are "
+        "polled together (single reads, or List All sweeps when many wait; docs/scheduler.md). Its status "
         "polling interval is T/10 (role option `extensions_poll_interval`; default 5 s for real handlers that take "
         "minutes). The no-change run costs the one VM read per VM and nothing else.",
         "* **%s** is the incumbent, unmodified, from the `ansible` %s wheel on PyPI (extracted into "
