@@ -68,10 +68,10 @@ def test_each_response_is_one_write_on_a_nodelay_socket(in_process_emulator):
         responses.append((response.status, response.read()))
     connection.close()
 
-    assert [status for status, _ in responses] == [200, 401, 200]
+    assert [response[0] for response in responses] == [200, 401, 200]
     assert nodelay == [1]  # one connection, Nagle off
     assert len(writes) == len(responses)
-    for write, (_, body) in zip(writes, responses):
-        head, _, sent_body = write.partition(b"\r\n\r\n")
+    for write, (dummy, body) in zip(writes, responses):
+        head, dummy, sent_body = write.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 ") and b"Content-Length: %d" % len(body) in head
         assert sent_body == body and json.loads(body)
