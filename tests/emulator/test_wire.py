@@ -34,9 +34,6 @@ class CountingWriter:
 def in_process_emulator(tmp_path):
     with open(emulator_server.DEFAULT_SEED, encoding="utf-8") as handle:
         emulator = emulator_server.Emulator(yaml.safe_load(handle), str(tmp_path))
-    ca_path, cert_path, key_path = emulator_server.make_certificates(str(tmp_path))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
     writes, nodelay = [], []
 
     class CountingHandler(emulator_server.Handler):
@@ -45,9 +42,7 @@ def in_process_emulator(tmp_path):
             nodelay.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             self.wfile = CountingWriter(self.wfile, writes)
 
-    CountingHandler.emulator = emulator
-    httpd = emulator_server.Server(("127.0.0.1", 0), CountingHandler, context)
-    emulator.base_url = "https://127.0.0.1:%d" % httpd.server_address[1]
+    httpd, ca_path = emulator_server.make_server(emulator, CountingHandler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield httpd.server_address[1], ca_path, writes, nodelay

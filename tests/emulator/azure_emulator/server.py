@@ -328,6 +328,18 @@ class Server(ThreadingHTTPServer):
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
 
+def make_server(emulator, handler_class, port=0):
+    """(Server on 127.0.0.1:port serving emulator through handler_class, CA path); sets emulator.base_url."""
+    ca_path, cert_path, key_path = make_certificates(emulator.state_dir,
+                                                     PUBLIC_CLOUD_HOSTS if emulator.public_cloud else ())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    handler_class.emulator = emulator
+    server = Server(("127.0.0.1", port), handler_class, context)
+    emulator.base_url = f"https://127.0.0.1:{server.server_address[1]}"
+    return server, ca_path
+
+
 def write_endpoint(state_dir, emulator, ca_path):
     sub = next(iter(emulator.state.subscriptions.values()))
     client_id, principal = next(iter(sub.service_principals.items()))
@@ -374,14 +386,7 @@ def main(argv=None):
     emulator.public_cloud = args.public_cloud
     if args.public_cloud:
         auth.EXTRA_AUDIENCES.extend(PUBLIC_CLOUD_AUDIENCES)
-    ca_path, cert_path, key_path = make_certificates(emulator.state_dir,
-                                                     PUBLIC_CLOUD_HOSTS if args.public_cloud else ())
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
-
-    Handler.emulator = emulator
-    server = Server(("127.0.0.1", args.port), Handler, context)
-    emulator.base_url = f"https://127.0.0.1:{server.server_address[1]}"
+    server, ca_path = make_server(emulator, Handler, args.port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
