@@ -9,7 +9,7 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    # The auth options shared by every Azure module (plugins/module_utils/azure_connection.py).
+    # The auth options shared by every Azure module (plugins/module_utils/auth.py).
     DOCUMENTATION = r"""
 options:
   auth_source:

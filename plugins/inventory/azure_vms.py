@@ -154,7 +154,6 @@ plugin: azure_vm.extensions.azure_vms
 #     -e rerun_extension_name=customScript -e @secrets.vault.yml
 """
 
-import copy
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -163,21 +162,27 @@ from ansible.inventory.group import to_safe_group_name
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AZURE_AUTH_ARGSPEC,
-    HAS_AZURE,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import as_rest, parse_resource_id
+from ansible_collections.azure_vm.extensions.plugins.module_utils.auth import AZURE_AUTH_ARGSPEC, validate_auth_options
+from ansible_collections.azure_vm.extensions.plugins.module_utils.client import AzureConnection
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import (
     AzureAuthError,
     AzureError,
-    as_rest,
-    connection_from_options,
     describe_azure_error,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
-    FINGERPRINT_TAG,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import FINGERPRINT_TAG
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     handler_state,
     status_messages,
     vm_agent_result,
 )
+
+try:
+    import azure.core  # noqa: F401  # pylint: disable=unused-import
+
+    HAS_AZURE = True
+except ImportError:
+    HAS_AZURE = False
 
 display = Display()
 
@@ -191,13 +196,6 @@ TRANSITIONING = ("creating", "updating", "deleting", "migrating")
 
 def _lower(value):
     return (value or "").lower()
-
-
-def parse_resource_id(resource_id):
-    """subscription, resource group, and the name after each type segment, from an ARM id."""
-    parts = (resource_id or "").strip("/").split("/")
-    found = dict((parts[i].lower(), parts[i + 1]) for i in range(0, len(parts) - 1, 2))
-    return found
 
 
 def power_state(instance_view):
@@ -355,12 +353,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             raise AnsibleParserError("%s needs the azure-identity, azure-core and azure-mgmt-compute Python packages"
                                      % self.NAME)
         try:
-            connection = connection_from_options(self._auth_options())
+            connection = AzureConnection(validate_auth_options(self._auth_options(), self.NAME), pacing=True)
         except AzureAuthError as exc:
             raise AnsibleParserError("%s: %s" % (self.NAME, exc))
         # One token before the parallel lists (each would fetch its own), and a clear error when there is none.
         try:
-            connection.credential.get_token(connection.audience.rstrip("/") + "/.default")
+            connection.credential.get_token(connection.scope)
         except AzureError as exc:
             raise AnsibleParserError("%s: no usable Azure credentials (auth_source=%s): %s" % (
                 self.NAME, connection.auth_source, exc))
@@ -370,8 +368,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 connections.append(connection)
                 continue
             # Same credential, endpoints and pacing; only the subscription of the SDK clients differs.
-            other = connection_from_parent(connection, subscription)
-            connections.append(other)
+            connections.append(connection.for_subscription(subscription))
         return connections
 
     def _list(self, connection, what, call):
@@ -505,10 +502,3 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._cache[cache_key] = records
         self._populate(records)
 
-
-def connection_from_parent(connection, subscription_id):
-    """A shallow copy of a connection for another subscription: same credential, endpoints and pacing."""
-    other = copy.copy(connection)
-    other.subscription_id = subscription_id
-    other._clients = {}
-    return other

@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: azure_vm.extensions contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What an extension is, whether it matches what was asked for, and what its handler reports.
+"""What an extension definition is and whether Azure's extension matches it: the options the VM and scale-set
+modules share and their validation, exact comparison, the request body, and the protected-settings fingerprint.
 
-Shared by the VM and scale-set modules. Works on ARM's REST shape (camelCase dicts, as the SDK models'
-``as_dict()`` returns them), so it needs no SDK import and is unit-testable on its own.
+Works on ARM's REST shape (camelCase dicts), so it needs no SDK and no connection (results and status:
+extension_status.py; 'latest' versions: extension_images.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,11 +21,7 @@ import os
 import re
 import uuid
 
-from ansible.module_utils.six import string_types
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureOperationError,
-    arm_errors,
-)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
 
 # Tag on the extension resource that carries the protected-settings fingerprint (ARM never returns the secrets).
 FINGERPRINT_TAG = "azure_vm.extensions.protected_settings"
@@ -32,7 +29,8 @@ FINGERPRINT_SCHEME = "pbkdf2-sha256"
 # Deliberately slow: about 0.1 s per guess on one core, so a leaked tag cannot be brute-forced cheaply.
 FINGERPRINT_ITERATIONS = 200000
 
-# Handlers that legitimately run long get 90 minutes (seeds 000/002/004); everything else 20.
+# Azure's handler timeouts (the extension docs for Windows and Linux): 90 minutes for handlers that legitimately
+# run long, 20 for everything else.
 LONG_RUNNING_HANDLERS = ("customscript", "customscriptextension", "chef", "chefclient", "linuxchefclient", "dsc",
                          "dscforlinux")
 LONG_TIMEOUT = 90 * 60
@@ -41,7 +39,6 @@ DEFAULT_TIMEOUT = 20 * 60
 # What diffs and results show instead of a protected value.
 MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
-TERMINAL_STATES = ("succeeded", "failed", "canceled")
 
 # (module option, ARM property) pairs compared in place; publisher/type are identity, handled separately.
 COMPARED_PROPERTIES = (
@@ -106,7 +103,7 @@ def validate_extension_options(params, prefix=""):
                                       prefix, type(version).__name__, version))
     if isinstance(version, int):
         version = params["type_handler_version"] = str(version)
-    if version is not None and not isinstance(version, string_types):
+    if version is not None and not isinstance(version, str):
         raise AzureOperationError("%stype_handler_version must be a string such as '2.1' or 'latest'; got the %s %r" % (
             prefix, type(version).__name__, version))
     if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
@@ -210,22 +207,6 @@ def handler_version(version):
     return ".".join(str(version).split(".")[:2])
 
 
-def resolve_type_handler_version(params, connection, location, target_id):
-    """The version to send: the option as given, or for 'latest' the newest in the region's image catalogue."""
-    if params["type_handler_version"] != "latest":
-        return params["type_handler_version"]
-    image = "%s.%s" % (params["publisher"], params["type"])
-    operation = "listing versions of extension image %s in %s for" % (image, location)
-    with arm_errors(operation, target_id):
-        images = connection.compute.virtual_machine_extension_images.list_versions(
-            location, params["publisher"], params["type"])
-    version = latest_version([image.name for image in images])
-    if not version:
-        raise AzureOperationError("type_handler_version=latest: no versions of %s.%s in %s" % (
-            params["publisher"], params["type"], location))
-    return handler_version(version) if params["auto_upgrade_minor_version"] else version
-
-
 # ---- protected settings fingerprint ------------------------------------------------------------------------------
 # Tag value format, versioned: 'v2$pbkdf2-sha256$<iterations>$<salt>$<hash>' over canonical JSON (sorted keys, no
 # coercion). Format 1 ('pbkdf2-sha256$...', before 0.2.0) hashed values after a lossy normalization (numeric
@@ -312,14 +293,6 @@ def fingerprint_matches(protected_settings, stored):
     except (AttributeError, ValueError, TypeError):
         return False
     return hmac.compare_digest(expected, digest)
-
-
-def masked_tags(tags):
-    """Tags as results and diffs show them: the fingerprint tag's value hidden (it is offline-guessing material)."""
-    tags = dict(tags or {})
-    if FINGERPRINT_TAG in tags:
-        tags[FINGERPRINT_TAG] = MASK
-    return tags
 
 
 def user_tags(tags):
@@ -415,190 +388,18 @@ def build_body(desired, location, current=None, use_fingerprint=True):
     return body
 
 
-def desired_definition(params, connection, current, location, where, target_id):
-    """The options as they will be sent: a publisher/type change is refused (it cannot be done in place),
-    'latest' becomes a real version, and rerun becomes a fresh force-update tag. where: e.g. "VM vm-web-01"."""
+def desired_definition(definition, name, current, where, version):
+    """The definition as it will be sent: a publisher/type change is refused (it cannot be done in place), the
+    version is the resolved one (extension_images.resolve_version turns 'latest' into a real version), and rerun
+    becomes a fresh force-update tag. where: e.g. "VM vm-web-01"."""
     if current is not None:
-        conflicts = identity_conflicts(params, current)
+        conflicts = identity_conflicts(definition, current)
         if conflicts:
             raise AzureOperationError(
                 "extension %s on %s: %s cannot change in place. Delete the extension first (state=absent) or use "
-                "the azure_vm.extensions.rerun_extension role." % (params["name"], where, ", ".join(conflicts)))
-    desired = dict(params)
-    desired["type_handler_version"] = resolve_type_handler_version(params, connection, location, target_id)
-    if params["rerun"]:
+                "the azure_vm.extensions.rerun_extension role." % (name, where, ", ".join(conflicts)))
+    desired = dict(definition)
+    desired["type_handler_version"] = version
+    if definition.get("rerun"):
         desired["force_update_tag"] = str(uuid.uuid4())
     return desired
-
-
-def write_diff(current, body, target_id, name, protected_settings, changes,
-               omit=("instance_view", "provisioning_state")):
-    """Before/after of a write as diff mode shows it: the fingerprint tag masked, the omitted fields left out, and
-    protected settings only when they are part of the change (masked on both sides: ARM never returns them)."""
-    after = extension_result(body)
-    after.update(id=target_id, name=name)
-    before = extension_result(current) if current else {}
-    if protected_settings is not None and ("protected_settings" in changes or "state" in changes):
-        after["protected_settings"] = mask_secrets(protected_settings)
-        if current:
-            before["protected_settings"] = MASK
-    diff = dict(before=before, after=after)
-    for side in diff.values():
-        for key in omit:
-            side.pop(key, None)
-    return diff
-
-
-# ---- results and status ------------------------------------------------------------------------------------------
-def extension_result(ext):
-    """The documented, snake_case view of an extension (never protected settings)."""
-    props = ext.get("properties") or {}
-    result = {
-        "id": ext.get("id"),
-        "name": ext.get("name"),
-        "location": ext.get("location"),
-        "publisher": props.get("publisher"),
-        "type": props.get("type"),
-        "type_handler_version": props.get("typeHandlerVersion"),
-        "settings": props.get("settings"),
-        "auto_upgrade_minor_version": props.get("autoUpgradeMinorVersion"),
-        "enable_automatic_upgrade": props.get("enableAutomaticUpgrade"),
-        "suppress_failures": props.get("suppressFailures"),
-        "force_update_tag": props.get("forceUpdateTag"),
-        "provision_after_extensions": props.get("provisionAfterExtensions"),
-        "protected_settings_from_key_vault": props.get("protectedSettingsFromKeyVault"),
-        "provisioning_state": props.get("provisioningState"),
-        "tags": masked_tags(ext.get("tags")),
-    }
-    if "instanceView" in props:
-        result["instance_view"] = instance_view_result(props.get("instanceView"))
-    return result
-
-
-def _status_list(statuses):
-    return [{"code": status.get("code"), "level": status.get("level"), "display_status": status.get("displayStatus"),
-             "message": status.get("message"), "time": status.get("time")}
-            for status in statuses or []]
-
-
-def instance_view_result(view):
-    """Statuses, substatuses and a one-word state from an extension's instance view."""
-    view = view or {}
-    statuses = _status_list(view.get("statuses"))
-    substatuses = _status_list(view.get("substatuses"))
-    return {
-        "name": view.get("name"),
-        "type": view.get("type"),
-        "type_handler_version": view.get("typeHandlerVersion"),
-        "state": handler_state(statuses),
-        "statuses": statuses,
-        "substatuses": substatuses,
-    }
-
-
-def handler_state(statuses):
-    """'succeeded', 'failed', 'transitioning' or 'unknown', from the ProvisioningState/... status code."""
-    for status in statuses or []:
-        code = (status.get("code") or "").lower()
-        if code.startswith("provisioningstate/"):
-            state = code.split("/")[1]
-            if state in TERMINAL_STATES:
-                return state
-            return "transitioning"
-    return "unknown"
-
-
-def handler_settled(ext):
-    """Whether an extension (extension_result shape) is terminal: ARM's provisioning state ended and the handler
-    is not transitioning. What every wait for a handler waits for."""
-    view = ext.get("instance_view") or {}
-    return (ext.get("provisioning_state") or "").lower() in TERMINAL_STATES and view.get("state") != "transitioning"
-
-
-def handler_state_text(ext):
-    """One line: provisioning state, handler state and its messages (for progress and failure messages)."""
-    view = ext.get("instance_view") or {}
-    text = "provisioning %s, handler %s" % (ext.get("provisioning_state") or "unknown", view.get("state", "unknown"))
-    messages = status_messages(view)
-    return text + (": " + messages if messages else "")
-
-
-def vm_states(vm_instance_view):
-    """(power state, provisioning state) of a VM or scale-set instance from its instance view, lower case:
-    ('running', 'succeeded'), ('deallocated', 'succeeded'), (None, None) when the view has no such status."""
-    power = provisioning = None
-    for status in (vm_instance_view or {}).get("statuses") or []:
-        code = (status.get("code") or "").lower()
-        if code.startswith("powerstate/"):
-            power = code.split("/", 1)[1]
-        elif code.startswith("provisioningstate/"):
-            provisioning = code.split("/")[1]
-    return power, provisioning
-
-
-# Power states in which Azure refuses extension operations (409 OperationNotAllowed "... when the VM is not
-# running"), and what to do about each.
-NOT_RUNNING_ADVICE = {
-    "stopped": "start it (az vm start, or azure.azcollection.azure_rm_virtualmachine started=true)",
-    "stopping": "wait until it has stopped, then start it",
-    "deallocated": "start it (az vm start) - a deallocated VM runs no extension handler",
-    "deallocating": "wait until it is deallocated, then start it",
-}
-
-
-def not_running_reason(vm_instance_view, what):
-    """Why extension operations cannot run on this VM/instance now, or None. what: e.g. "VM vm-web-01"."""
-    power, provisioning = vm_states(vm_instance_view)
-    if power in NOT_RUNNING_ADVICE:
-        return ("%s is %s (PowerState/%s), and Azure cannot modify extensions on a VM that is not running; %s, "
-                "then run the task again." % (what, power, power, NOT_RUNNING_ADVICE[power]))
-    if provisioning == "deleting":
-        return "%s is being deleted (ProvisioningState/deleting)." % what
-    # ProvisioningState/failed is not refused: a failed extension makes the VM's provisioning fail, and writing
-    # the extension again is how that is repaired.
-    return None
-
-
-def status_messages(view):
-    """The handler's own words: status and substatus messages (a CustomScript's stdout/stderr), one text."""
-    lines = []
-    view = view or {}
-    for status in (view.get("statuses") or []) + (view.get("substatuses") or []):
-        if status.get("message"):
-            lines.append("[%s] %s" % (status.get("code"), status["message"].strip()))
-    return "\n".join(lines)
-
-
-def vm_agent_result(vm_instance_view):
-    """The VM agent's version and readiness from a VM instance view (REST shape)."""
-    agent = (vm_instance_view or {}).get("vmAgent") or {}
-    statuses = agent.get("statuses") or []
-    first = statuses[0] if statuses else {}
-    ready = (first.get("displayStatus") or "").lower() == "ready"
-    return {
-        "version": agent.get("vmAgentVersion"),
-        "status": first.get("displayStatus") or "Unknown",
-        "message": first.get("message"),
-        "ready": ready,
-    }
-
-
-def extension_views_by_name(vm_instance_view):
-    """Map extension name -> its instance view, from a VM instance view."""
-    return dict((view.get("name"), view) for view in (vm_instance_view or {}).get("extensions") or [])
-
-
-def extensions_from_vm(vm):
-    """The extensions of a VM read with $expand=instanceView, each with its handler's instance view attached.
-
-    ARM returns a VM's extension child resources in full under ``resources`` and their instance views under
-    ``properties.instanceView.extensions``: one read answers for the VM, its agent and all its extensions.
-    """
-    views = extension_views_by_name((vm.get("properties") or {}).get("instanceView"))
-    extensions = []
-    for resource in vm.get("resources") or []:
-        props = dict(resource.get("properties") or {})
-        if resource.get("name") in views:
-            props["instanceView"] = views[resource.get("name")]
-        extensions.append(dict(resource, properties=props))
-    return extensions

@@ -19,7 +19,8 @@ Shared by vm_extension and vmss_extension (and so by the rerun_extension role). 
    absent, finds the unfinished backup and restores it.
 
 The delete, the write and the waits are the state classes' own (vm_extension_state.VmExtension,
-vmss_extension_state.VmssExtension): this module only decides what they are asked to do.
+vmss_extension_state.VmssExtension): this module only decides what they are asked to do, hands them each
+definition explicitly (the module's parameters are never changed) and one deadline for the whole rerun.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -35,13 +36,13 @@ import uuid
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureOperationError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
     FINGERPRINT_TAG,
     default_timeout,
-    extension_result,
     fingerprint_matches,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import extension_result
 from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline
 
 RERUN_METHODS = ("force_update_tag", "delete_reapply")
@@ -119,10 +120,11 @@ def rerun_option_rules(rules):
     return rules
 
 
-def extension_rerun(azure, kind, state_class, validate):
+def extension_rerun(azure, kind, make_state, validate):
     """The rerun or restore this task asks for, or None when it is an ordinary one (then the module runs as always).
 
-    kind: "vm" or "vmss"; state_class: VmExtension or VmssExtension; validate(azure): the module's input checks.
+    kind: "vm" or "vmss"; make_state(deadline): a new VmExtension or VmssExtension for this task's extension;
+    validate(options): the module's input checks.
     A rerun is handled here when it must read the definition from Azure (rerun=true without a declared
     definition, or rerun_method=delete_reapply) and a restore when definition_from_backup is given.
     """
@@ -134,7 +136,7 @@ def extension_rerun(azure, kind, state_class, validate):
                 raise AzureOperationError("%s needs state=present" % option)
         return None
     if params.get("definition_from_backup"):
-        return ExtensionRerun(azure, kind, state_class, validate)
+        return ExtensionRerun(azure, kind, make_state, validate)
     if params["rerun"]:
         if declared and len(declared) < len(DECLARED_KEYS):
             raise AzureOperationError(
@@ -144,7 +146,7 @@ def extension_rerun(azure, kind, state_class, validate):
             raise AzureOperationError("rerun_overrides applies to the definition read from Azure; with a declared "
                                       "definition (publisher, type, type_handler_version) change the options instead")
         if params["rerun_method"] == "delete_reapply" or not declared:
-            return ExtensionRerun(azure, kind, state_class, validate)
+            return ExtensionRerun(azure, kind, make_state, validate)
     if params.get("rerun_overrides") is not None:
         raise AzureOperationError("rerun_overrides needs rerun=true")
     missing = [key for key in DECLARED_KEYS if params.get(key) is None]
@@ -274,11 +276,11 @@ def restore_task(kind, group, target, name, path, secrets_needed):
 class ExtensionRerun(object):
     """One rerun (or restore) of one extension on a VM or a scale set."""
 
-    def __init__(self, azure, kind, state_class, validate):
+    def __init__(self, azure, kind, make_state, validate):
         self.azure = azure
-        self.params = azure.params
+        self.params = azure.params  # read only: each step gets its definition explicitly
         self.kind = kind
-        self.state_class = state_class
+        self.make_state = make_state
         self.validate = validate
         self.group = self.params["resource_group"]
         self.target = self.params["vmss_name" if kind == "vmss" else "vm_name"]
@@ -286,22 +288,15 @@ class ExtensionRerun(object):
         self.method = self.params["rerun_method"]
         self.where = "%s %s" % ("scale set" if kind == "vmss" else "VM", self.target)
         self.backup = None
-        self.deadline = None
+        self.deadline = None  # the whole rerun's, started once the extension's type is known
+        self.fingerprint_override = None
 
-    def new_state(self):
-        """The state class for the next step. On a VM every step shares the rerun's one deadline (timeout is the
-        whole task); a scale set's state class starts its own clock for each step."""
-        azure = self.azure
-        if self.kind == "vmss":
-            return self.state_class(self.params, azure.connection, azure.check_mode, progress=azure.progress)
-        return self.state_class(self.params, azure.connection, azure.check_mode, deadline=self.deadline,
-                                progress=azure.progress)
-
-    def step(self, method):
-        """present() or absent() of a new state object; its warnings reach the task's output."""
-        run = self.new_state()
+    def step(self, definition=None, wait=True):
+        """present(definition) (or absent() without one) of a new state object on the rerun's deadline; its
+        warnings reach the task's output."""
+        run = self.make_state(self.deadline)
         try:
-            return getattr(run, method)()
+            return run.present(definition, wait) if definition is not None else run.absent(wait)
         finally:
             for warning in run.warnings:
                 self.azure.warn(warning)
@@ -309,11 +304,7 @@ class ExtensionRerun(object):
     # ---- reading -------------------------------------------------------------------------------------------------
     def read(self):
         """(extension or None, the VM or scale set) as Azure has them now."""
-        run = self.new_state()
-        if self.kind == "vmss":
-            return run.read_extension(), run.read_vmss()
-        vm = run.read_vm()
-        return run.extension_in(vm), vm
+        return self.make_state(self.deadline).read()
 
     # ---- the parts -----------------------------------------------------------------------------------------------
     def run(self):
@@ -334,7 +325,7 @@ class ExtensionRerun(object):
             return self.absent_extension()
         before = definition_of(current, self.kind)
         definition = self.merge(before)
-        self.use(definition)
+        request = self.request(definition)
         stored = stored_fingerprint(self.kind, self.name, current, parent)
         evidence = self.guard(definition, stored)
         self.precheck(parent)
@@ -342,12 +333,10 @@ class ExtensionRerun(object):
             return self.report(dict(changed=True, extension=extension_result(current)), "planned", before)
         self.backup = self.save(current, before, definition, evidence, stored)
         if self.method == "force_update_tag":
-            self.params["rerun"] = True
-            self.params["force_update_tag"] = None
-            result = self.step("present")
+            result = self.step(dict(request, rerun=True, force_update_tag=None), self.params["wait"])
         else:
             self.delete()
-            result = self.reapply(definition)
+            result = self.reapply(request)
         self.stage(STAGE_DONE)
         return self.report(result, "succeeded", before)
 
@@ -367,7 +356,7 @@ class ExtensionRerun(object):
                 raise AzureOperationError("rerun_overrides.%s applies to VM extensions only (on a scale set use the "
                                           "module's own option)" % key)
             if key == "protected_settings_fingerprint":
-                params[key] = value
+                self.fingerprint_override = value
                 continue
             definition[key] = value
         if definition.get("protected_settings_from_key_vault") and params.get("protected_settings") is not None:
@@ -379,19 +368,18 @@ class ExtensionRerun(object):
             raise AzureOperationError("%s cannot change in place; use rerun_method=delete_reapply" % " and ".join(identity))
         return definition
 
-    def use(self, definition, state="present"):
-        """Hand the definition to the state class as its options, and check them as the module checks input."""
-        params = self.params
-        for key in DEFINITION_KEYS:
-            if key in params:
-                params[key] = definition.get(key)
-        params["state"] = state
-        params["rerun"] = False
-        if self.kind == "vm" and definition.get("tags") is None:
-            params["tags"] = None
-        self.validate(params)
+    def request(self, definition):
+        """What the state class is asked to apply: the definition with this task's protected settings and checks,
+        validated as the module validates its input; starts the rerun's one deadline."""
+        request = dict(self.params)
+        request.update((key, definition.get(key)) for key in DEFINITION_KEYS)
+        request.update(state="present", rerun=False)
+        if self.fingerprint_override is not None:
+            request["protected_settings_fingerprint"] = self.fingerprint_override
+        self.validate(request)
         if self.deadline is None:
-            self.deadline = Deadline(params.get("timeout") or default_timeout(params.get("type")))
+            self.deadline = Deadline(self.params.get("timeout") or default_timeout(request.get("type")))
+        return request
 
     def guard(self, definition, stored):
         """Refuse, before anything is written, a delete that would lose or change the protected settings."""
@@ -425,20 +413,18 @@ class ExtensionRerun(object):
         other extensions (the state class's own check), on a scale set the share of unhealthy instances."""
         if self.method != "delete_reapply":
             return
-        run = self.new_state()
+        run = self.make_state(self.deadline)
         if self.kind == "vmss":
             instances = run.read_instances()
             mode = run.policy_of(parent)[0]
             run.check_health(instances, mode, run.targets(instances) if mode == "Manual" else [])
         else:
-            run.check_vm_ready(parent)
+            run.check_ready(parent, self.params["check_vm_agent"], self.params["ignore_failed_extensions"])
 
     def delete(self):
         """Delete the extension and wait until it is gone (on a scale set the removal is rolled out)."""
-        wait = self.params["wait"]
-        self.params.update(state="absent", wait=True)
         try:
-            self.step("absent")
+            self.step()
         except AzureOperationError as exc:
             current = self.read()[0]
             if current is not None:
@@ -449,14 +435,11 @@ class ExtensionRerun(object):
                             exc.fields(), rerun=self.outcome("delete_failed")))
             self.stage(STAGE_DELETED)
             raise self.recovery_error("the delete failed half-way and the extension is gone", exc)
-        self.params.update(state="present", wait=wait)
         self.stage(STAGE_DELETED)
 
-    def reapply(self, definition):
-        self.use(definition)
-        self.params["force_update_tag"] = definition.get("force_update_tag")
+    def reapply(self, request):
         try:
-            return self.step("present")
+            return self.step(request, self.params["wait"])
         except AzureOperationError as exc:
             self.stage(STAGE_REAPPLY_FAILED)
             raise self.recovery_error("the extension was deleted and putting it back failed", exc)
@@ -514,9 +497,7 @@ class ExtensionRerun(object):
                 "Pass them in protected_settings to restore it. Nothing was written." % (
                     "" if explicit else "an earlier rerun deleted ", self.name, self.where, backup["path"],
                     backup["protected_settings"]["evidence"]), rerun=self.outcome("refused", reason="protected_settings"))
-        self.use(definition)
-        self.params["force_update_tag"] = definition.get("force_update_tag")
-        result = self.step("present")
+        result = self.step(self.request(definition), self.params["wait"])
         if result.get("changed") and not self.azure.check_mode:
             self.stage(STAGE_RESTORED)
         outcome = "restored" if result.get("changed") else "unchanged"

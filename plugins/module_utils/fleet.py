@@ -25,25 +25,36 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import threading
+import time
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+from ansible_collections.azure_vm.extensions.plugins.module_utils.auth import AZURE_AUTH_ARGSPEC
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import (
     AzureOperationError,
     HttpResponseError,
     azure_error,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+    EXTENSION_OPTION_RULES,
     default_timeout,
+    validate_extension_options,
+)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     extension_result,
     extensions_from_vm,
     handler_settled,
     handler_state_text,
+    result_failed,
     status_messages,
-    validate_extension_options,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet_pipeline import Pipeline
+from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet_pipeline import (
+    FleetDriver,
+    Operation,
+    Pipeline,
+)
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
     VM_EXTENSION_OPTIONS,
     VmExtension,
+    extension_in,
     read_vm,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline
@@ -53,6 +64,23 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import 
 FLEET_EXTENSION_OPTIONS = dict((key, spec) for key, spec in VM_EXTENSION_OPTIONS.items()
                                if key not in ("resource_group", "wait", "timeout"))
 REMOVAL_TIMEOUT = 20 * 60
+
+# The vm_extension_fleet module's argument spec.
+FLEET_TASK_OPTIONS = dict(
+    targets=dict(type="list", elements="dict", required=True, options=dict(
+        host=dict(type="str"),
+        vm_name=dict(type="str"),
+        resource_group=dict(type="str", required=True),
+        extensions=dict(type="list", elements="dict", default=[], options=FLEET_EXTENSION_OPTIONS,
+                        **EXTENSION_OPTION_RULES),
+        exclusive=dict(type="bool", default=False),
+    ), required_one_of=[("host", "vm_name")]),
+    polling_interval=dict(AZURE_AUTH_ARGSPEC["polling_interval"], default=5, aliases=["poll_interval"]),
+    progress_file=dict(type="path"),
+    max_workers=dict(type="int", default=32),
+    ignore_vm_failures=dict(type="bool", default=False),
+    timeout=dict(type="int"),
+)
 
 
 def removal_params(name):
@@ -72,8 +100,8 @@ class Target(object):
         self.declared = list(extensions or [])
         self.exclusive = exclusive
         self.vm = None
-        self.pending = []         # operations not yet submitted: (state, params)
-        self.submitted = None     # (name, state, changed) being waited for
+        self.pending = []         # operations not yet submitted: (state, extension options)
+        self.submitted = None     # the fleet_pipeline.Operation being waited for
         self.operations = 0       # operations submitted (the most of any VM is the module's `rounds`)
         self.failed = None
         self.failed_result = {}
@@ -127,7 +155,9 @@ def default_fleet_timeout(targets):
     return longest or REMOVAL_TIMEOUT
 
 
-class Fleet(object):
+class Fleet(FleetDriver):
+    """The fleet_pipeline.FleetDriver of the vm_extension_fleet module: VmExtension on every target's VM."""
+
     def __init__(self, connection, targets, check_mode, polling_interval, workers, timeout, progress=None):
         self.connection = connection
         self.targets = targets
@@ -179,16 +209,16 @@ class Fleet(object):
         target.submitted = None
         while target.pending:
             state, params = target.pending.pop(0)
-            params = dict(params, resource_group=target.group, vm_name=target.vm_name, wait=False, timeout=None)
-            run = VmExtension(params, self.connection, self.check_mode, vm=target.vm, deadline=self.deadline)
+            run = VmExtension(self.connection, target.group, target.vm_name, params["name"], self.deadline,
+                              self.check_mode, vm=target.vm)
             try:
-                result = run.present() if state == "present" else run.absent()
+                result = run.present(params, wait=False) if state == "present" else run.absent(wait=False)
             finally:
                 target.warnings.extend(run.warnings)
             if not result.get("changed"):
                 if state == "present" and not self.check_mode and not handler_settled(result["extension"]):
                     # Matches, but an earlier run's handler is still at work: success means terminal.
-                    target.submitted = (params["name"], state, False)
+                    target.submitted = Operation(params["name"], state, False)
                     return
                 continue
             target.changed = True
@@ -200,7 +230,7 @@ class Fleet(object):
             target.changes[params["name"]] = result.get("changes") or ["state"]
             if self.check_mode:
                 continue
-            target.submitted = (params["name"], state, True)
+            target.submitted = Operation(params["name"], state, True)
             target.operations += 1
             return
 
@@ -209,16 +239,14 @@ class Fleet(object):
         over. A handler that ended failed raises for this target."""
         name, state, changed = target.submitted
         target.vm = self.read_vm(target)
-        current = [ext for ext in extensions_from_vm(target.vm) if (ext.get("name") or "").lower() == name.lower()]
+        current = extension_in(target.vm, name)
         if state == "absent":
-            done = not current
+            done = current is None
         else:
-            ext = extension_result(current[0]) if current else {}
-            done = bool(current) and handler_settled(ext)
+            ext = extension_result(current) if current else {}
+            done = current is not None and handler_settled(ext)
             view = ext.get("instance_view") or {}
-            failed = view.get("state") == "failed" or (ext.get("provisioning_state") or "").lower() in (
-                "failed", "canceled")
-            if done and failed:
+            if done and result_failed(ext):
                 if ext.get("suppress_failures"):
                     target.warnings.append("extension %s on %s failed (suppress_failures is on): %s" % (
                         name, target.vm_name, status_messages(view)))
@@ -233,12 +261,12 @@ class Fleet(object):
     def describe(self, target):
         if target.submitted is None:
             return "done"
-        name, state, _changed = target.submitted
+        name, state, dummy = target.submitted
         if state == "absent":
             return "removal of %s" % name
-        for ext in extensions_from_vm(target.vm or {}):
-            if (ext.get("name") or "").lower() == name.lower():
-                return "%s: %s" % (name, handler_state_text(extension_result(ext)))
+        current = extension_in(target.vm or {}, name)
+        if current is not None:
+            return "%s: %s" % (name, handler_state_text(extension_result(current)))
         return "%s: not yet listed" % name
 
     # ---- scheduling and waiting: module_utils/fleet_pipeline.py -------------------------------------------------
@@ -264,7 +292,47 @@ class Fleet(object):
 
     def run(self):
         # One token up front, so the worker threads do not all race to fetch their own.
-        self.connection.credential.get_token(self.connection.audience.rstrip("/") + "/.default")
+        self.connection.credential.get_token(self.connection.scope)
         self.pipeline = Pipeline(self, self.polling_interval, self.workers, progress=self.progress)
         self.pipeline.run()
         return max([target.operations for target in self.targets] or [0])
+
+
+def fleet_task(azure):
+    """The vm_extension_fleet module: validate, converge every target, report per host; raises when a VM failed
+    (unless ignore_vm_failures)."""
+    params = azure.params
+    for option, low in (("polling_interval", 0.05), ("max_workers", 1), ("timeout", 1)):
+        if params[option] is not None and params[option] < low:
+            raise AzureOperationError("%s must be at least %s; got %r" % (option, low, params[option]))
+    targets = [Target(item["host"] or item["vm_name"], item["vm_name"], item["resource_group"], item["extensions"],
+                      item["exclusive"]) for item in params["targets"]]
+    hosts = [target.host for target in targets]
+    duplicates = sorted(set(host for host in hosts if hosts.count(host) > 1))
+    if duplicates:
+        raise AzureOperationError("targets: host %s is listed twice" % ", ".join(duplicates))
+    started = time.time()
+    progress_file = params["progress_file"]
+
+    def progress(line):
+        azure.progress(line)
+        if progress_file:
+            with open(progress_file, "a") as handle:
+                handle.write("%s %s\n" % (time.strftime("%H:%M:%S"), line))
+
+    fleet = Fleet(azure.connection, targets, azure.check_mode, params["polling_interval"], params["max_workers"],
+                  params["timeout"], progress=progress)
+    rounds = fleet.run()
+    hosts = dict((target.host, target.result()) for target in targets)
+    pipeline = fleet.pipeline
+    result = dict(changed=any(target.changed for target in targets), hosts=hosts, rounds=rounds,
+                  vm_reads=fleet.reads, elapsed_s=round(time.time() - started, 3), timeout=fleet.timeout,
+                  waiting={"list_sweeps": pipeline.sweeps if pipeline else 0,
+                           "list_pages": pipeline.list_reads if pipeline else 0,
+                           "single_reads": pipeline.single_reads if pipeline else 0},
+                  throttling=azure.connection.scheduler.snapshot())
+    failed = [host for host, outcome in hosts.items() if outcome["failed"]]
+    if failed and not params["ignore_vm_failures"]:
+        raise AzureOperationError("%d of %d VMs failed: %s" % (len(failed), len(hosts), "; ".join(
+            "%s: %s" % (host, hosts[host]["msg"]) for host in failed)), **result)
+    return result

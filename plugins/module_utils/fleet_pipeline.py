@@ -27,9 +27,11 @@ __metaclass__ = type
 
 import threading
 import time
+from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import parse_resource_id
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     TERMINAL_STATES,
     extension_views_by_name,
     handler_state,
@@ -48,27 +50,66 @@ def crossover(waiting, vms_in_scope, page_size):
     return waiting > pages
 
 
-def submitted_operation(target):
-    """(extension name, 'present' or 'absent') of the operation a target waits for."""
-    name = target.submitted[0]
-    state = "absent" if "absent" in target.submitted[1:] else "present"
-    return name, state
+# What a VM waits for: the extension `name` to be 'present' (its handler finished) or 'absent' (removed); changed
+# says whether a write was sent for it (False: an earlier run's handler was still at work).
+Operation = namedtuple("Operation", ["name", "state", "changed"])
 
 
-def looks_settled(target, status_entry):
+class FleetDriver(object):
+    """What the pipeline schedules; module_utils/fleet.Fleet implements it.
+
+    targets: the VMs, each with .group, .vm_name, .subscription_id, .failed and .submitted (the Operation it waits
+    for, or None). connection: an AzureConnection; its for_subscription() reads each target's subscription.
+    Every method but count_reads runs on the pool, through run_guarded, which turns a failure into the target's own.
+    """
+
+    targets = ()
+    connection = None
+
+    def run_guarded(self, func, target):
+        """func(target); an AzureOperationError marks the target failed instead of escaping."""
+        raise NotImplementedError
+
+    def plan(self, target):
+        """First read of the VM and its list of operations."""
+        raise NotImplementedError
+
+    def submit_next(self, target):
+        """Submit the next operation that needs a write or a wait; sets target.submitted (None: the VM is done)."""
+        raise NotImplementedError
+
+    def settled(self, target):
+        """Read the VM; True when target.submitted is over (and clears it); a failed handler raises."""
+        raise NotImplementedError
+
+    def expired(self, target):
+        """True when the task's deadline passed while the target still waits."""
+        raise NotImplementedError
+
+    def time_out(self, target):
+        """The last read of a target whose deadline passed: raises unless its operation is over after all."""
+        raise NotImplementedError
+
+    def count_reads(self, count):
+        """Account for list-page reads done by the pipeline."""
+        raise NotImplementedError
+
+
+def looks_settled(operation, status_entry):
     """From a statusOnly list entry: does the awaited operation look over (to be confirmed with a GET)?"""
-    name, state = submitted_operation(target)
     views = extension_views_by_name((status_entry.get("properties") or {}).get("instanceView"))
     view = None
     for key, value in views.items():
-        if (key or "").lower() == name.lower():
+        if (key or "").lower() == operation.name.lower():
             view = value
-    if state == "absent":
+    if operation.state == "absent":
         return view is None
     return view is not None and handler_state(view.get("statuses")) in TERMINAL_STATES
 
 
 class Pipeline(object):
+    """Schedules a FleetDriver's targets on a thread pool and waits for them (this module's docstring)."""
+
     def __init__(self, fleet, polling_interval, workers, progress=None, clock=time.time, sleep=time.sleep):
         self.fleet = fleet
         self.interval = polling_interval
@@ -174,10 +215,9 @@ class Pipeline(object):
             pages += 1
             for entry in page:
                 seen += 1
-                parts = (entry.get("id") or "").split("/")
-                key = ("%s/%s" % (parts[4], parts[-1])).lower() if len(parts) > 8 else None
-                target = by_id.get(key)
-                if target is not None and looks_settled(target, entry):
+                ids = parse_resource_id(entry.get("id"))
+                target = by_id.get(("%s/%s" % (ids.get("resourcegroups"), ids.get("virtualmachines"))).lower())
+                if target is not None and looks_settled(target.submitted, entry):
                     found.append(target)
         with self.lock:
             self.sweeps += 1

@@ -10,7 +10,7 @@ __metaclass__ = type
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureOperationError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
 
 try:
     import jmespath

@@ -396,12 +396,6 @@ class Scheduler(object):
                     lowest[key[-1]] = min(bucket.lowest, lowest.get(key[-1], bucket.lowest))
             return {"throttled_429": self.throttled, "lowest_remaining": lowest, "requests": self.requests}
 
-    def arm_share(self, kind="reads"):
-        """This process's current share of a subscription's ARM budget of `kind` (1 when alone)."""
-        with self.lock:
-            shares = [b.share for key, b in self.buckets.items() if key[0] == "arm" and key[-1] == kind]
-            return min(shares) if shares else 1.0
-
 
 def retry_after_seconds(headers):
     """Retry-After in seconds (Azure sends whole seconds; a fraction or an HTTP date are accepted); at least 0."""

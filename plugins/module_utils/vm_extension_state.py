@@ -1,46 +1,51 @@
 # -*- coding: utf-8 -*-
 # Copyright: azure_vm.extensions contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""One VM extension driven to its declared state: read, check, compare, write, wait, report.
+"""One VM extension driven to its declared state: read, check, compare, write, wait, report; and the reads of
+vm_extension_info.
 
-Used by the vm_extension module for one extension, and by the fleet engine (module_utils/fleet.py) for many VMs at
-once, which hands it the VM it already read so that a VM costs one ARM read however many extensions it declares.
-Raises AzureOperationError; never ends the process.
+VmExtension is used by the vm_extension module (module_utils/extension_task.py), by the rerun (it hands over the
+definition it reads and its own deadline) and by the fleet (module_utils/fleet.py), which hands over the VM it
+already read so that a VM costs one ARM read however many extensions it declares. Raises AzureOperationError;
+never ends the process.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureOperationError,
-    HttpResponseError,
-    arm_errors,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import (
     as_rest,
-    is_not_found,
-    not_found_error,
+    read_or_absent,
     resource_id,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import (
+    AzureOperationError,
+    WaitTimeout,
+    not_found_error,
+)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_images import resolve_version
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
     EXTENSION_OPTIONS,
     build_body,
     changed_properties,
     default_timeout,
     desired_definition,
+)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     extension_result,
     extensions_from_vm,
     handler_settled,
-    handler_state,
     handler_state_text,
     instance_view_result,
     not_running_reason,
+    result_failed,
     status_messages,
     vm_agent_result,
     write_diff,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import (
     Deadline,
-    WaitTimeout,
     Waiter,
     submit_with_retry,
     wait_for_poller,
@@ -59,14 +64,19 @@ VM_EXTENSION_OPTIONS = dict(
 
 def read_vm(connection, resource_group, vm_name):
     """The VM with $expand=instanceView: its agent, and every extension with its instance view, in one read."""
-    try:
-        return as_rest(connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView"))
-    except HttpResponseError as exc:
-        if is_not_found(exc):
-            raise not_found_error(exc, connection.subscription_id, resource_group, resource=("vm", vm_name))
-        with arm_errors("reading", resource_id(connection.subscription_id, resource_group, "virtualMachines",
-                                               vm_name)):
-            raise
+    return read_or_absent(
+        lambda: connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView"),
+        resource_id(connection.subscription_id, resource_group, "virtualMachines", vm_name),
+        missing=lambda exc: not_found_error(exc, connection.subscription_id, resource_group, resource=("vm", vm_name)))
+
+
+def extension_in(vm, name):
+    """The named extension from a VM read (ARM lists a VM's extensions in full), or None; names are
+    case-insensitive."""
+    for ext in extensions_from_vm(vm):
+        if (ext.get("name") or "").lower() == name.lower():
+            return ext
+    return None
 
 
 def check_vm_running(vm, vm_name):
@@ -76,28 +86,43 @@ def check_vm_running(vm, vm_name):
         raise AzureOperationError(reason, error_code="VMNotRunning", changed=False)
 
 
-class VmExtension(object):
-    """One extension on one VM: present() or absent() return the result dict, failures raise."""
+class ExtensionState(object):
+    """What VmExtension and VmssExtension share: the extension's address (connection, resource group, parent,
+    name), the task's deadline, check mode, the progress hook, and the warnings for the task's output."""
 
-    def __init__(self, params, connection, check_mode=False, vm=None, deadline=None, progress=None):
-        """params: vm_extension's options (validated). vm: the VM as already read with $expand=instanceView, to
-        skip reading it again. deadline: a waiter.Deadline shared by the whole task (default: params timeout or
-        the handler type's). progress: the waiter's progress hook."""
-        self.params = params
+    kind = None
+    parent_type = None  # the ARM type segment of the parent: virtualMachines, virtualMachineScaleSets
+    parent_words = None
+
+    def __init__(self, connection, resource_group, parent_name, name, deadline, check_mode, progress):
         self.connection = connection
+        self.group = resource_group
+        self.name = name
+        self.deadline = deadline
         self.check_mode = check_mode
-        self._vm = vm
         self.progress = progress
         self.warnings = []
-        self.group = params["resource_group"]
-        self.vm_name = params["vm_name"]
-        self.name = params["name"]
         self.compute = connection.compute
-        sub = connection.subscription_id
-        self.vm_id = resource_id(sub, self.group, "virtualMachines", self.vm_name)
-        self.ext_id = resource_id(sub, self.group, "virtualMachines", self.vm_name, "extensions", self.name)
-        self.timeout = params.get("timeout") or default_timeout(params.get("type"))
-        self.deadline = deadline or Deadline(self.timeout)
+        self.where = "%s %s" % (self.parent_words, parent_name)
+        self.parent_id = resource_id(connection.subscription_id, resource_group, self.parent_type, parent_name)
+        self.ext_id = "%s/extensions/%s" % (self.parent_id, name)
+
+
+class VmExtension(ExtensionState):
+    """One extension on one VM: present(definition) or absent() return the result dict, failures raise.
+
+    deadline: the waiter.Deadline every wait of the task shares. vm: the VM as already read with
+    $expand=instanceView, to skip reading it again. progress: the waits' progress hook."""
+
+    kind = "vm"
+    parent_type = "virtualMachines"
+    parent_words = "VM"
+
+    def __init__(self, connection, resource_group, vm_name, name, deadline, check_mode=False, progress=None,
+                 vm=None):
+        super(VmExtension, self).__init__(connection, resource_group, vm_name, name, deadline, check_mode, progress)
+        self.vm_name = vm_name
+        self._vm = vm
 
     @property
     def interval(self):
@@ -107,28 +132,21 @@ class VmExtension(object):
     def read_vm(self):
         return self._vm if self._vm is not None else read_vm(self.connection, self.group, self.vm_name)
 
-    def extension_in(self, vm):
-        """This extension from the VM read (ARM lists a VM's extensions in full), or None."""
-        for ext in extensions_from_vm(vm):
-            if (ext.get("name") or "").lower() == self.name.lower():
-                return ext
-        return None
+    def read(self):
+        """(this extension or None, the VM), both as Azure has them now."""
+        vm = self.read_vm()
+        return extension_in(vm, self.name), vm
 
     def read_extension(self):
-        try:
-            return as_rest(self.compute.virtual_machine_extensions.get(self.group, self.vm_name, self.name,
-                                                                       expand="instanceView"))
-        except HttpResponseError as exc:
-            if is_not_found(exc):
-                return None
-            with arm_errors("reading", self.ext_id):
-                raise
+        return read_or_absent(lambda: self.compute.virtual_machine_extensions.get(
+            self.group, self.vm_name, self.name, expand="instanceView"), self.ext_id)
 
     # ---- checks before any write -------------------------------------------------------------------------------
-    def check_vm_ready(self, vm):
+    def check_ready(self, vm, check_vm_agent=True, ignore_failed_extensions=False):
+        """The VM runs, its agent is Ready, and no other extension has failed (Azure fails new installs then)."""
         check_vm_running(vm, self.vm_name)
         view = (vm.get("properties") or {}).get("instanceView") or {}
-        if self.params["check_vm_agent"]:
+        if check_vm_agent:
             agent = vm_agent_result(view)
             if not agent["ready"]:
                 raise AzureOperationError(
@@ -136,15 +154,16 @@ class VmExtension(object):
                     "handlers there. Install or repair the agent (role azure_vm.extensions.waagent), or set "
                     "check_vm_agent=false to try anyway." % (self.vm_name, agent["status"], agent["message"]),
                     vm_agent=agent, changed=False)
-        if not self.params["ignore_failed_extensions"]:
-            failed = [ext for ext in view.get("extensions") or []
-                      if ext.get("name") != self.name and handler_state(ext.get("statuses")) == "failed"]
+        if not ignore_failed_extensions:
+            failed = [ext for ext in (extension_result(item) for item in extensions_from_vm(vm))
+                      if (ext["name"] or "").lower() != self.name.lower() and result_failed(ext)]
             if failed:
                 raise AzureOperationError(
                     "extension %s on VM %s is in a failed state, and Azure fails new extension installs on a VM "
                     "with a failed extension. Fix or remove it first (or set ignore_failed_extensions=true):\n%s" % (
                         ", ".join(ext["name"] for ext in failed), self.vm_name,
-                        "\n".join("%s: %s" % (ext["name"], status_messages(ext)) for ext in failed)),
+                        "\n".join("%s: %s" % (ext["name"], status_messages(ext.get("instance_view")) or
+                                              handler_state_text(ext)) for ext in failed)),
                     failed_extensions=[ext["name"] for ext in failed], changed=False)
 
     # ---- writes and waits --------------------------------------------------------------------------------------
@@ -152,7 +171,7 @@ class VmExtension(object):
         return submit_with_retry(begin, self.deadline, min(self.interval, 5), operation, self.ext_id,
                                  progress=self.progress)
 
-    def wait_for_handler(self, changed):
+    def wait_for_handler(self, changed, suppress_failures):
         """Poll the extension until its handler is terminal; fail with its own words if it failed."""
         waiter = Waiter(self.deadline, self.interval, progress=self.progress)
 
@@ -166,11 +185,11 @@ class VmExtension(object):
         except WaitTimeout as exc:
             raise AzureOperationError(
                 "timed out after %ds waiting for extension %s on VM %s; last status: %s" % (
-                    self.timeout, self.name, self.vm_name, handler_state_text(exc.last)),
+                    self.deadline.seconds, self.name, self.vm_name, handler_state_text(exc.last)),
                 extension=exc.last, instance_view=exc.last.get("instance_view"), changed=changed)
         view = ext.get("instance_view") or instance_view_result({})
-        if view["state"] == "failed" or (ext.get("provisioning_state") or "").lower() in ("failed", "canceled"):
-            if self.params["suppress_failures"]:
+        if result_failed(ext):
+            if suppress_failures:
                 self.warnings.append("extension %s on VM %s failed (suppress_failures is on): %s" % (
                     self.name, self.vm_name, status_messages(view)))
             else:
@@ -194,9 +213,9 @@ class VmExtension(object):
                 raise
 
     # ---- states ------------------------------------------------------------------------------------------------
-    def absent(self):
+    def absent(self, wait=True):
         vm = self.read_vm()
-        current = self.extension_in(vm)  # a missing VM is an error, not "already absent"
+        current = extension_in(vm, self.name)  # a missing VM is an error, not "already absent"
         if current is None:
             return dict(changed=False, changes=[], extension={})
         check_vm_running(vm, self.vm_name)
@@ -204,57 +223,56 @@ class VmExtension(object):
         if self.check_mode:
             return dict(changed=True, changes=["state"], extension=extension_result(current), diff=diff)
         poller = self.submit(lambda: self.compute.virtual_machine_extensions.begin_delete(
-            self.group, self.vm_name, self.name, polling=self.params["wait"]), "deleting")
-        if self.params["wait"]:
+            self.group, self.vm_name, self.name, polling=wait), "deleting")
+        if wait:
             try:
                 wait_for_poller(poller, self.deadline, "removal of extension %s from VM %s" % (self.name,
                                                                                                self.vm_name),
                                 "deleting", self.ext_id, progress=self.progress, changed=True)
             except WaitTimeout:
                 raise AzureOperationError("timed out after %ds waiting for the removal of extension %s from VM %s" % (
-                    self.timeout, self.name, self.vm_name), changed=True)
+                    self.deadline.seconds, self.name, self.vm_name), changed=True)
         return dict(changed=True, changes=["state"], extension={}, diff=diff)
 
-    def present(self):
-        params = self.params
+    def present(self, definition, wait=True):
+        """definition: vm_extension's definition options (validated; see VM_EXTENSION_OPTIONS)."""
         vm = self.read_vm()
-        location = params["location"] or vm.get("location")
-        current = self.extension_in(vm)
-        desired = desired_definition(params, self.connection, current, location, "VM %s" % self.vm_name,
-                                     self.ext_id)
-        use_fingerprint = params["protected_settings_fingerprint"]
+        location = definition.get("location") or vm.get("location")
+        current = extension_in(vm, self.name)
+        desired = desired_definition(definition, self.name, current, self.where,
+                                     resolve_version(definition, self.connection, location, self.ext_id))
+        use_fingerprint = definition.get("protected_settings_fingerprint", True)
         changes = ["state"] if current is None else changed_properties(desired, current, use_fingerprint)
         if current is not None and not changes:
-            return self.unchanged(extension_result(current))
-        self.check_vm_ready(vm)
+            return self.unchanged(extension_result(current), wait, definition.get("suppress_failures"))
+        self.check_ready(vm, definition.get("check_vm_agent", True), definition.get("ignore_failed_extensions", False))
         body = build_body(desired, location, current, use_fingerprint)
-        diff = write_diff(current, body, self.ext_id, self.name, params["protected_settings"], changes)
-        if self.check_mode:
-            return dict(changed=True, changes=changes, extension=diff["after"], diff=diff,
-                        summary=change_summary(self.name, current, body, changes))
-        poller = self.submit(lambda: self.compute.virtual_machine_extensions.begin_create_or_update(
-            self.group, self.vm_name, self.name, body, polling=params["wait"]))
+        diff = write_diff(current, body, self.ext_id, self.name, definition.get("protected_settings"), changes)
         summary = change_summary(self.name, current, body, changes)
-        if not params["wait"]:
+        if self.check_mode:
+            return dict(changed=True, changes=changes, extension=diff["after"], diff=diff, summary=summary)
+        poller = self.submit(lambda: self.compute.virtual_machine_extensions.begin_create_or_update(
+            self.group, self.vm_name, self.name, body, polling=wait))
+        if not wait:
             return dict(changed=True, changes=changes, extension=extension_result(as_rest(poller.result())),
                         diff=diff, summary=summary)
         self.wait_for_operation(poller, "the write")
-        ext, view = self.wait_for_handler(changed=True)
+        ext, view = self.wait_for_handler(True, definition.get("suppress_failures"))
         return dict(changed=True, changes=changes, extension=ext, instance_view=view, diff=diff, summary=summary)
 
-    def unchanged(self, ext):
+    def unchanged(self, ext, wait, suppress_failures):
         """The definition matches. Success means terminal: with wait=true a handler still transitioning (an
         earlier run was interrupted after its write, or wait=false) is waited for, and a failed one fails."""
         view = ext.get("instance_view") or instance_view_result({})
         result = dict(changed=False, changes=[], extension=ext, instance_view=view)
-        if self.params["wait"] and not handler_settled(ext):
-            ext, view = self.wait_for_handler(changed=False)
+        if wait and not handler_settled(ext):
+            ext, view = self.wait_for_handler(False, suppress_failures)
             result.update(extension=ext, instance_view=view)
             return result
-        if view["state"] == "failed" and not self.params["suppress_failures"]:
+        if result_failed(ext) and not suppress_failures:
             raise AzureOperationError(
                 "extension %s on VM %s matches the declared definition but its handler failed: %s. Set rerun=true to "
-                "run it again." % (self.name, self.vm_name, status_messages(view)),
+                "run it again." % (self.name, self.vm_name, status_messages(view) or handler_state_text(ext)),
                 extension=ext, instance_view=view, changed=False)
         return result
 
@@ -274,3 +292,48 @@ def change_summary(name, current, body, changes):
         parts.append("%s changed" % ", ".join(others))
     return "%s (version %s): %s" % (name, new_version, "; ".join(parts)) if "type_handler_version" not in changes \
         else "%s: %s" % (name, "; ".join(parts))
+
+
+# ---- vm_extension_info -----------------------------------------------------------------------------------------
+def select_extensions(vm, name=None):
+    """The VM's extensions (or the named one) in extension_result() shape."""
+    return [extension_result(ext) for ext in extensions_from_vm(vm)
+            if not name or (ext.get("name") or "").lower() == name.lower()]
+
+
+def vm_extension_info(azure):
+    """vm_extension_info: a VM's extensions with their instance views and its agent, optionally waited for until
+    none is transitioning (one VM read per poll); with wait, a failed one fails the task."""
+    params = azure.params
+    if params["timeout"] is not None and params["timeout"] <= 0:
+        raise AzureOperationError("timeout must be a positive number of seconds; got %r" % params["timeout"])
+    group, vm_name, name = params["resource_group"], params["vm_name"], params["name"]
+    connection = azure.connection
+
+    def pending(vm):
+        return [ext for ext in select_extensions(vm, name) if not handler_settled(ext)]
+
+    def describe(vm):
+        return "; ".join("%s: %s" % (ext["name"], handler_state_text(ext)) for ext in pending(vm)) or "done"
+
+    vm = read_vm(connection, group, vm_name)
+    if params["wait"] and pending(vm):
+        timeout = params["timeout"] or max(default_timeout(ext["type"]) for ext in select_extensions(vm, name))
+        waiter = Waiter(Deadline(timeout), connection.polling_interval, progress=azure.progress)
+        try:
+            vm = waiter.until(lambda: read_vm(connection, group, vm_name), lambda read: not pending(read),
+                              "extension(s) on VM %s to finish" % vm_name, describe=describe)
+        except WaitTimeout as exc:
+            raise AzureOperationError("timed out after %ds waiting for extension(s) %s on VM %s to finish; last "
+                                      "status: %s" % (timeout, ", ".join(ext["name"] for ext in pending(exc.last)),
+                                                      vm_name, describe(exc.last)),
+                                      extensions=select_extensions(exc.last, name))
+    extensions = select_extensions(vm, name)
+    result = dict(changed=False, extensions=extensions,
+                  vm_agent=vm_agent_result((vm.get("properties") or {}).get("instanceView")))
+    failed = [ext for ext in extensions if result_failed(ext)]
+    if params["wait"] and failed:
+        raise AzureOperationError("extension(s) failed on VM %s:\n%s" % (vm_name, "\n".join(
+            "%s: %s" % (ext["name"], status_messages(ext.get("instance_view")) or handler_state_text(ext))
+            for ext in failed)), **result)
+    return result

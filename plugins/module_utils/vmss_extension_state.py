@@ -2,8 +2,9 @@
 # Copyright: azure_vm.extensions contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One scale-set extension driven to its declared state: the model's extension child resource, the
-protected-settings fingerprint in the scale set's tags, and the rollout to the instances (module_utils/vmss_rollout).
-Raises AzureOperationError; never ends the process. One deadline (the task's timeout) covers every step.
+protected-settings fingerprint in the scale set's tags, and the rollout to the instances (module_utils/vmss_rollout);
+and the reads of vmss_extension_info. Raises AzureOperationError; never ends the process. One deadline (the task's
+timeout, or the rerun's) covers every step.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -12,15 +13,14 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
+from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import as_rest, read_or_absent
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import (
     AzureOperationError,
-    HttpResponseError,
+    WaitTimeout,
     arm_errors,
-    as_rest,
-    is_not_found,
     not_found_error,
-    resource_id,
 )
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_images import resolve_version
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
     EXTENSION_OPTIONS,
     FINGERPRINT_TAG,
@@ -28,13 +28,12 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
     changed_properties,
     default_timeout,
     desired_definition,
-    extension_result,
     fingerprint,
     fingerprint_matches,
     validate_extension_options,
-    write_diff,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import change_summary
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import extension_result, write_diff
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import ExtensionState, change_summary
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout import (
     RolloutBackend,
     instance_statuses,
@@ -44,12 +43,12 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout i
     plan_batches,
     platform_rollout,
     sort_ids,
+    summarize,
     unhealthy_instances,
     wait_for_instances,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import (
     Deadline,
-    WaitTimeout,
     submit_with_retry,
     wait_for_poller,
 )
@@ -125,53 +124,52 @@ class SdkBackend(RolloutBackend):
         time.sleep(seconds)
 
 
-class VmssExtension(object):
-    """One extension of one scale set: present() or absent() return the result dict, failures raise."""
+class VmssExtension(ExtensionState):
+    """One extension of one scale set: present(definition) or absent() return the result dict, failures raise.
 
+    deadline: the waiter.Deadline every step shares; without one, the first step starts it from timeout (or
+    Azure's handler timeout for the extension's type). The rollout options are vmss_extension's own (see
+    VMSS_EXTENSION_OPTIONS)."""
+
+    kind = "vmss"
+    parent_type = "virtualMachineScaleSets"
+    parent_words = "scale set"
     wrote = False
 
-    def __init__(self, params, connection, check_mode=False, progress=None):
-        self.params = params
-        self.connection = connection
-        self.check_mode = check_mode
-        self.progress = progress
-        self.warnings = []
-        self.group = params["resource_group"]
-        self.vmss_name = params["vmss_name"]
-        self.name = params["name"]
-        self.compute = connection.compute
-        sub = connection.subscription_id
-        self.vmss_id = resource_id(sub, self.group, "virtualMachineScaleSets", self.vmss_name)
-        self.ext_id = resource_id(sub, self.group, "virtualMachineScaleSets", self.vmss_name, "extensions", self.name)
+    def __init__(self, connection, resource_group, vmss_name, name, deadline=None, timeout=None, check_mode=False,
+                 progress=None, upgrade_instances=None, batch_percent=20, max_unhealthy_percent=20,
+                 rolling_upgrade=False):
+        super(VmssExtension, self).__init__(connection, resource_group, vmss_name, name, deadline, check_mode,
+                                            progress)
+        self.vmss_name = vmss_name
+        self.vmss_id = self.parent_id
+        self.timeout = deadline.seconds if deadline is not None else timeout
+        self.upgrade_instances = upgrade_instances
+        self.batch_percent = batch_percent
+        self.max_unhealthy_percent = max_unhealthy_percent
+        self.rolling_upgrade = rolling_upgrade
         self.interval = connection.polling_interval
-        self.timeout = None
-        self.deadline = None
 
     def start_clock(self, extension_type):
-        """The task's one deadline: timeout, or Azure's handler timeout for this type."""
-        self.timeout = self.params["timeout"] or default_timeout(extension_type)
-        self.deadline = Deadline(self.timeout)
+        """The task's one deadline, unless the caller gave one: timeout, or Azure's handler timeout for this type."""
+        if self.deadline is None:
+            self.timeout = self.timeout or default_timeout(extension_type)
+            self.deadline = Deadline(self.timeout)
 
     # ---- reads -------------------------------------------------------------------------------------------------
     def read_vmss(self):
-        try:
-            return as_rest(self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name))
-        except HttpResponseError as exc:
-            if is_not_found(exc):
-                raise not_found_error(exc, self.connection.subscription_id, self.group,
-                                      resource=("vmss", self.vmss_name))
-            with arm_errors("reading", self.vmss_id):
-                raise
+        return read_or_absent(
+            lambda: self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name), self.vmss_id,
+            missing=lambda exc: not_found_error(exc, self.connection.subscription_id, self.group,
+                                                resource=("vmss", self.vmss_name)))
 
     def read_extension(self):
-        try:
-            return as_rest(self.compute.virtual_machine_scale_set_extensions.get(self.group, self.vmss_name,
-                                                                                 self.name))
-        except HttpResponseError as exc:
-            if is_not_found(exc):
-                return None
-            with arm_errors("reading", self.ext_id):
-                raise
+        return read_or_absent(lambda: self.compute.virtual_machine_scale_set_extensions.get(
+            self.group, self.vmss_name, self.name), self.ext_id)
+
+    def read(self):
+        """(this extension or None, the scale set), both as Azure has them now."""
+        return self.read_extension(), self.read_vmss()
 
     def read_instances(self):
         with arm_errors("reading the instances of", self.vmss_id):
@@ -212,7 +210,7 @@ class VmssExtension(object):
     def targets(self, instances):
         """The instance ids a Manual rollout upgrades (upgrade_instances), checked against the scale set."""
         ids = sort_ids(vm.get("instanceId") for vm in instances)
-        wanted = self.params["upgrade_instances"]
+        wanted = self.upgrade_instances
         if wanted is None or [w.lower() for w in wanted] == ["all"]:
             return ids
         if wanted == [] or [w.lower() for w in wanted] == ["none"]:
@@ -225,7 +223,8 @@ class VmssExtension(object):
 
     def check_health(self, instances, mode, targets):
         """Before any write: no target instance may be stopped or deallocated (Azure runs no handler there), and
-        no rollout while more than max_unhealthy_percent of the instances are unhealthy (seed 001, step 1)."""
+        no rollout while more than max_unhealthy_percent of the instances are unhealthy (as Azure's automatic
+        extension upgrade checks before it starts)."""
         asleep = not_running_instances(instances, targets if mode == "Manual" else None)
         if asleep:
             raise AzureOperationError(
@@ -237,7 +236,7 @@ class VmssExtension(object):
         if mode == "Manual" and not targets:
             return
         unhealthy = unhealthy_instances(instances, self.name)
-        limit = self.params["max_unhealthy_percent"]
+        limit = self.max_unhealthy_percent
         if instances and len(unhealthy) * 100.0 > limit * len(instances):
             raise AzureOperationError(
                 "%d of %d instances of scale set %s are already unhealthy (more than max_unhealthy_percent=%d), so "
@@ -254,9 +253,9 @@ class VmssExtension(object):
             if not targets:
                 return new_summary(mode, len(ids)), instance_statuses(self.read_instances(), self.name)
             return manual_rollout(backend, self.name, self.vmss_name, targets, len(ids),
-                                  self.params["batch_percent"], self.params["max_unhealthy_percent"], present,
+                                  self.batch_percent, self.max_unhealthy_percent, present,
                                   interval=self.interval, deadline=self.deadline, progress=self.progress)
-        if mode == "Rolling" and self.params["rolling_upgrade"]:
+        if mode == "Rolling" and self.rolling_upgrade:
             poller = self.submit(lambda: self.compute.virtual_machine_scale_set_rolling_upgrades.
                                  begin_start_extension_upgrade(self.group, self.vmss_name),
                                  "starting an extension rolling upgrade of", self.vmss_id)
@@ -264,7 +263,7 @@ class VmssExtension(object):
         return platform_rollout(backend, self.name, self.vmss_name, mode, ids, len(ids), present,
                                 interval=self.interval, deadline=self.deadline, progress=self.progress)
 
-    def finish(self, result, summary, statuses):
+    def finish(self, result, summary, statuses, suppress_failures):
         """Fail on a stopped rollout or failed instances; warn instead with suppress_failures."""
         result.update(rollout=summary, instances=statuses)
         if summary["reason"]:
@@ -273,7 +272,7 @@ class VmssExtension(object):
             text = "extension %s failed on %d instance(s) of scale set %s: %s" % (
                 self.name, len(summary["failed"]), self.vmss_name, "; ".join(
                     "%s: %s" % (item["instance_id"], item["message"]) for item in summary["failed"]))
-            if self.params["suppress_failures"]:
+            if suppress_failures:
                 self.warnings.append(text + " (suppress_failures is on)")
             else:
                 raise AzureOperationError(text, **result)
@@ -290,13 +289,13 @@ class VmssExtension(object):
         stored = (vmss.get("tags") or {}).get(self.fingerprint_tag)
         return dict(current, tags={FINGERPRINT_TAG: stored} if stored else {})
 
-    def update_fingerprint(self, vmss):
+    def update_fingerprint(self, vmss, definition=None):
         """After a write: store the new fingerprint, or drop a stale one when fingerprints are off or the
-        extension is gone. Tags - Update At Scope with Merge/Delete changes only this tag, never the model
-        and never another writer's tags."""
+        extension is gone (definition None). Tags - Update At Scope with Merge/Delete changes only this tag, never
+        the model and never another writer's tags."""
         stored = (vmss.get("tags") or {}).get(self.fingerprint_tag)
-        secrets = self.params.get("protected_settings")
-        keep = self.params["state"] == "present" and self.params.get("protected_settings_fingerprint")
+        secrets = (definition or {}).get("protected_settings")
+        keep = definition is not None and definition.get("protected_settings_fingerprint", True)
         if keep and secrets is not None:
             if stored and fingerprint_matches(secrets, stored):
                 return
@@ -310,7 +309,7 @@ class VmssExtension(object):
                 self.vmss_id, {"operation": operation, "properties": {"tags": tags}}).result()
 
     # ---- states ------------------------------------------------------------------------------------------------
-    def absent(self):
+    def absent(self, wait=True):
         current = self.read_extension()
         vmss = self.read_vmss()
         mode, dummy = self.policy_of(vmss)
@@ -327,21 +326,21 @@ class VmssExtension(object):
                                                                extension=ext_result(current), diff=diff))
         self.check_health(instances, mode, targets)
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_delete(
-            self.group, self.vmss_name, self.name, polling=self.params["wait"]), "deleting")
+            self.group, self.vmss_name, self.name, polling=wait), "deleting")
         self.wrote = True
         self.update_fingerprint(vmss)
         result = dict(changed=True, changes=["state"], extension={}, diff=diff, summary="%s: removed" % self.name)
-        if not self.params["wait"]:
+        if not wait:
             return self.no_wait(mode, instances, targets, result)
         self.wait_write(poller, "the removal", mode != "Manual")
         summary, statuses = self.rollout(mode, instances, targets, present=False)
-        return self.finish(result, summary, statuses)
+        return self.finish(result, summary, statuses, None)
 
     def planned(self, mode, instances, targets, result):
         """Check mode: the rollout that would happen."""
         summary = new_summary(mode, len(instances))
         if mode == "Manual":
-            summary["batches"] = plan_batches(targets, len(instances), self.params["batch_percent"])
+            summary["batches"] = plan_batches(targets, len(instances), self.batch_percent)
             summary["pending"] = sort_ids(targets)
         else:
             summary["pending"] = sort_ids(vm.get("instanceId") for vm in instances)
@@ -360,16 +359,15 @@ class VmssExtension(object):
         result.update(rollout=summary, instances=instance_statuses(self.read_instances(), self.name))
         return result
 
-    def unchanged(self, current, mode, instances, targets):
+    def unchanged(self, current, mode, instances, targets, wait, suppress_failures):
         """The model matches. Success means terminal: instances that do not run the latest model yet (a rollout
         that was interrupted or not waited on) are rolled out to, instances still transitioning are waited for,
         and failed ones fail the task."""
-        params = self.params
         statuses = instance_statuses(instances, self.name)
         result = dict(changed=False, changes=[], extension=ext_result(current),
                       rollout=new_summary(mode, len(instances)), instances=statuses)
         busy = [s["instance_id"] for s in statuses if s["state"] == "transitioning"]
-        if params["wait"] and not self.check_mode and busy:
+        if wait and not self.check_mode and busy:
             # Handlers an earlier run started are still at work: wait for them before anything else.
             statuses, in_time = wait_for_instances(SdkBackend(self), self.name, busy, True, False, self.deadline,
                                                    self.interval, self.progress)
@@ -390,11 +388,11 @@ class VmssExtension(object):
                           summary="%s: rollout resumed on instance(s) %s" % (self.name, ", ".join(stale)))
             if self.check_mode:
                 return self.planned(mode, instances, stale, result)
-            if not params["wait"]:
+            if not wait:
                 return self.no_wait(mode, instances, stale, result)
             summary, statuses = self.rollout(mode, instances, stale, present=True)
-            return self.finish(result, summary, statuses)
-        if params["wait"] and not self.check_mode and stale:
+            return self.finish(result, summary, statuses, suppress_failures)
+        if wait and not self.check_mode and stale:
             # Automatic/Rolling: Azure is still upgrading; wait until the instances run the latest model.
             summary, statuses = platform_rollout(SdkBackend(self), self.name, self.vmss_name, mode, stale,
                                                  len(instances), True, interval=self.interval,
@@ -403,42 +401,43 @@ class VmssExtension(object):
             if summary["reason"]:
                 raise AzureOperationError(summary["reason"], **result)
         failed = [s for s in result["instances"] if s["state"] == "failed"]
-        if failed and not params["suppress_failures"]:
+        if failed and not suppress_failures:
             raise AzureOperationError(
                 "extension %s on scale set %s matches the declared definition but its handler failed on "
                 "instance(s) %s. Set rerun=true to run it again." % (self.name, self.vmss_name, "; ".join(
                     "%s: %s" % (s["instance_id"], s["message"]) for s in failed)), **result)
         return result
 
-    def present(self):
-        params = self.params
+    def present(self, definition, wait=True):
+        """definition: vmss_extension's definition options (validated; see VMSS_EXTENSION_OPTIONS)."""
         vmss = self.read_vmss()
         location = vmss.get("location")
         mode, dummy = self.policy_of(vmss)
         current = self.read_extension()
-        self.start_clock(params["type"])
-        desired = desired_definition(params, self.connection, current, location, "scale set %s" % self.vmss_name,
-                                     self.ext_id)
+        self.start_clock(definition["type"])
+        desired = desired_definition(definition, self.name, current, self.where,
+                                     resolve_version(definition, self.connection, location, self.ext_id))
         desired["tags"] = None  # scale-set extensions have no tags
+        use_fingerprint = definition.get("protected_settings_fingerprint", True)
         changes = ["state"] if current is None else changed_properties(
-            desired, self.with_stored_fingerprint(current, vmss), params["protected_settings_fingerprint"])
+            desired, self.with_stored_fingerprint(current, vmss), use_fingerprint)
         instances = self.read_instances()
         targets = self.targets(instances) if mode == "Manual" else []
         if current is not None and not changes:
-            return self.unchanged(current, mode, instances, targets)
+            return self.unchanged(current, mode, instances, targets, wait, definition.get("suppress_failures"))
         self.check_health(instances, mode, targets)
         body = {"properties": build_body(desired, location, current, use_fingerprint=False)["properties"]}
-        diff = write_diff(current, body, self.ext_id, self.name, params["protected_settings"], changes,
+        diff = write_diff(current, body, self.ext_id, self.name, definition.get("protected_settings"), changes,
                           omit=("instance_view", "provisioning_state", "location", "tags"))
         summary_text = change_summary(self.name, current, body, changes)
         if self.check_mode:
             return self.planned(mode, instances, targets, dict(changed=True, changes=changes, extension=diff["after"],
                                                                diff=diff, summary=summary_text))
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_create_or_update(
-            self.group, self.vmss_name, self.name, body, polling=params["wait"]))
+            self.group, self.vmss_name, self.name, body, polling=wait))
         self.wrote = True
-        self.update_fingerprint(vmss)
-        if not params["wait"]:
+        self.update_fingerprint(vmss, definition)
+        if not wait:
             result = dict(changed=True, changes=changes, extension=ext_result(as_rest(poller.result())),
                           diff=diff, summary=summary_text)
             return self.no_wait(mode, instances, targets, result)
@@ -446,4 +445,35 @@ class VmssExtension(object):
         summary, statuses = self.rollout(mode, instances, targets, present=True)
         result = dict(changed=True, changes=changes, extension=ext_result(self.read_extension() or {}),
                       diff=diff, summary=summary_text)
-        return self.finish(result, summary, statuses)
+        return self.finish(result, summary, statuses, definition.get("suppress_failures"))
+
+
+# ---- vmss_extension_info ---------------------------------------------------------------------------------------
+def vmss_extension_info(azure):
+    """vmss_extension_info: the scale set's extensions (or the named one) with per-instance status counts and
+    failing instances, and the scale set's upgrade policy and capacity."""
+    params = azure.params
+    connection = azure.connection
+    run = VmssExtension(connection, params["resource_group"], params["vmss_name"], params["name"] or "")
+    vmss = run.read_vmss()
+    if params["name"]:
+        found = [ext for ext in [run.read_extension()] if ext is not None]
+    else:
+        with arm_errors("reading extensions of", run.vmss_id):
+            found = [as_rest(ext) for ext in run.compute.virtual_machine_scale_set_extensions.list(
+                run.group, run.vmss_name)]
+    instances = run.read_instances()
+    extensions = []
+    for ext in found:
+        item = ext_result(ext)
+        item["instances"] = summarize(instance_statuses(instances, item["name"]))
+        extensions.append(item)
+    props = vmss.get("properties") or {}
+    scale_set = {
+        "id": vmss.get("id"),
+        "name": vmss.get("name"),
+        "location": vmss.get("location"),
+        "upgrade_policy": (props.get("upgradePolicy") or {}).get("mode") or "Manual",
+        "capacity": (vmss.get("sku") or {}).get("capacity", len(instances)),
+    }
+    return dict(changed=False, scale_set=scale_set, extensions=extensions)

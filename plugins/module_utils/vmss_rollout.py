@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: azure_vm.extensions contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Rolling a scale-set extension change out to the instances, the way Azure's own orchestrator does (seed 001).
+"""Rolling a scale-set extension change out to the instances, the way Azure's automatic extension upgrade
+orchestrator does (learn.microsoft.com, "Automatic extension upgrade for VMs and scale sets", "How does it work").
 
 Batches of at most a given percentage of the instances (rounded up, at least one), each batch waited on until
 every instance in it reports the extension in a terminal state, and a stop as soon as the share of unhealthy
@@ -15,7 +16,7 @@ __metaclass__ = type
 
 import math
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     handler_state,
     status_messages,
     vm_agent_result,
@@ -23,7 +24,6 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_mode
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout, Waiter
 
-POLICIES = ("Manual", "Automatic", "Rolling")
 DEFAULT_BATCH_PERCENT = 20
 DEFAULT_MAX_UNHEALTHY_PERCENT = 20
 # The extension is not on the instance (not rolled out yet, or removed).
@@ -130,7 +130,8 @@ def plan_batches(ids, total, percent):
 
 
 def too_unhealthy(failed, upgraded, max_unhealthy_percent):
-    """True when more than max_unhealthy_percent of the upgraded instances are unhealthy (seed 001, step 4)."""
+    """True when more than max_unhealthy_percent of the upgraded instances are unhealthy (the orchestrator stops
+    the upgrade then)."""
     return upgraded > 0 and failed * 100.0 > max_unhealthy_percent * upgraded
 
 

@@ -1,12 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: azure_vm.extensions contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The one way to wait for anything: a deadline for the whole task, an interval with backoff, done and failed
-predicates, and a progress hook.
+"""The one way to wait for anything: a deadline for the whole task, polling with backoff, and a progress hook.
 
-`timeout` means the whole task everywhere: a module makes one Deadline when it starts and hands it to every wait
-(the 409 retries, the long-running operation, the handler's instance view, every batch of a rollout), so the
-task ends at the deadline however many steps it has.
+`timeout` means the whole task everywhere: a task makes one Deadline when it starts and hands it to every wait
+(the 409 retries, the long-running operation, the handler's instance view, every batch of a rollout, both halves of
+a rerun), so the task ends at the deadline however many steps it has.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,9 +14,9 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureOperationError,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import (
     HttpResponseError,
+    WaitTimeout,
     azure_error,
     error_code,
     error_message,
@@ -39,53 +38,36 @@ class Deadline(object):
         return self.remaining() <= 0
 
 
-class WaitTimeout(AzureOperationError):
-    """The deadline passed before done(); .last holds the last value fetched."""
-
-    def __init__(self, msg, last=None, **result):
-        super(WaitTimeout, self).__init__(msg, **result)
-        self.last = last
-
-
-class WaitFailed(AzureOperationError):
-    """failed() said the awaited thing ended badly; .last holds the value."""
-
-    def __init__(self, msg, last=None, **result):
-        super(WaitFailed, self).__init__(msg, **result)
-        self.last = last
-
-
 def _text(describe, value):
     try:
         return describe(value) if describe else repr(value)
-    except Exception:  # pylint: disable=broad-except
+    except Exception:  # pylint: disable=broad-except  # a progress line must never end the wait
         return "unknown"
 
 
 class Waiter(object):
-    """Polls fetch() until done(value), failed(value) or the deadline.
+    """Polls fetch() until done(value) or the deadline.
 
     interval: seconds before the second fetch; each further pause is the previous one times backoff, at most
-    max_interval, never past the deadline. A callable interval is asked before every pause (the fleet stretches
-    its polling when ARM's read budget runs low). progress: a callable taking one line of text (the module reports it at
-    -v), called when the described state changes. sleep: how to pause (an LRO poller's wait, a test clock).
+    max_interval, never past the deadline. progress: a callable taking one line of text (the module reports it at
+    -v), called when the described state changes. sleep: how to pause (a test clock).
     """
 
     def __init__(self, deadline, interval, backoff=1.0, max_interval=None, progress=None, sleep=time.sleep):
         self.deadline = deadline
-        self.interval = interval if callable(interval) else max(float(interval), 0.0)
+        self.interval = max(float(interval), 0.0)
         self.backoff = max(float(backoff), 1.0)
         self.max_interval = max_interval
         self.progress = progress
         self.sleep = sleep
 
-    def until(self, fetch, done, what, failed=None, describe=None, timeout_result=None):
-        """The first value v of fetch() with done(v); raises WaitFailed when failed(v), WaitTimeout at the deadline.
+    def until(self, fetch, done, what, describe=None, timeout_result=None):
+        """The first value v of fetch() with done(v); raises WaitTimeout at the deadline.
 
-        what: words for messages ("extension customScript on VM vm-1 to finish"); describe(v): the state in words.
+        what: words for messages ("extension customScript on VM vm-1"); describe(v): the state in words.
         timeout_result(v): extra result fields for the WaitTimeout (the last status, for the task's result).
         """
-        pause = self.interval() if callable(self.interval) else self.interval
+        pause = self.interval
         started = self.deadline.clock()
         last_said = None
         while True:
@@ -94,8 +76,6 @@ class Waiter(object):
             if self.progress and said != last_said:
                 self.progress("waiting for %s: %s (%.0fs)" % (what, said, self.deadline.clock() - started))
                 last_said = said
-            if failed is not None and failed(value):
-                raise WaitFailed("%s failed: %s" % (what, _text(describe, value)), last=value)
             if done(value):
                 return value
             remaining = self.deadline.remaining()
@@ -104,7 +84,7 @@ class Waiter(object):
                 raise WaitTimeout("timed out after %ds waiting for %s; last state: %s" % (
                     round(self.deadline.clock() - started), what, _text(describe, value)), last=value, **extra)
             self.sleep(min(pause, remaining))
-            pause = self.interval() if callable(self.interval) else pause * self.backoff
+            pause = pause * self.backoff
             if self.max_interval is not None:
                 pause = min(pause, self.max_interval)
 
@@ -155,19 +135,18 @@ def submit_with_retry(begin, deadline, interval, operation, resource_id=None, pr
 
 
 def wait_for_poller(poller, deadline, what, operation, resource_id=None, progress=None, **result):
-    """Follow a long-running operation until it is done or the deadline; return poller.result().
+    """Follow a long-running operation with the SDK's own poller (its polling thread honours the interval and
+    Retry-After) until it is done or the deadline; return poller.result().
 
     Raises WaitTimeout at the deadline and AzureOperationError when the operation failed."""
-
-    def pause(seconds):
-        try:
-            poller.wait(seconds)  # returns early when the operation finishes
-        except HttpResponseError:
-            pass  # the operation ended with an error: done() is true now, and result() below raises it
-
-    waiter = Waiter(deadline, 5.0, progress=progress, sleep=pause)
-    waiter.until(poller.done, bool, what, describe=lambda finished: "done" if finished else "in progress",
-                 timeout_result=lambda value: dict(result))
+    if progress:
+        progress("waiting for %s" % what)
+    try:
+        poller.wait(None if deadline.at is None else deadline.remaining())
+    except HttpResponseError:
+        pass  # the operation ended with an error: result() below raises it with ARM's code
+    if not poller.done():
+        raise WaitTimeout("timed out after %ss waiting for %s" % (deadline.seconds, what), **result)
     try:
         return poller.result()
     except HttpResponseError as exc:

@@ -33,20 +33,10 @@ options:
     description:
       - Only versions under this prefix; C(2.1) matches C(2.1), C(2.1.6) and C(2.1.10) but not C(2.10).
     type: str
-  query:
-    description:
-      - A JMESPath expression applied to the result (as C(az ... --query) does); its value is returned as
-        RV(query_result). It sees C(images).
-    type: str
 extends_documentation_fragment:
   - azure_vm.extensions.azure
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Read-only.
+  - azure_vm.extensions.query
+  - azure_vm.extensions.attributes.info
 """
 
 EXAMPLES = r"""
@@ -97,28 +87,8 @@ query_result:
   type: raw
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule, arm_errors
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import versions_matching
-from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
-
-
-def run(azure):
-    params = azure.params
-    images = azure.connection.compute.virtual_machine_extension_images
-    where = "extension images of %s in %s" % (params["publisher"], params["location"])
-    with arm_errors("listing", where):
-        types = [params["type"]] if params["type"] else \
-            [image.name for image in images.list_types(params["location"], params["publisher"])]
-        found = []
-        for name in types:
-            versions = versions_matching([image.name for image in images.list_versions(
-                params["location"], params["publisher"], name)], params["version"])
-            found.append(dict(publisher=params["publisher"], type=name, versions=versions,
-                              latest=versions[-1] if versions else None))
-    result = dict(changed=False, images=found)
-    if params["query"]:
-        result["query_result"] = apply_query(params["query"], result)
-    return result
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_images import image_info
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
 
 
 def main():
@@ -128,10 +98,10 @@ def main():
             publisher=dict(type="str", required=True),
             type=dict(type="str"),
             version=dict(type="str"),
-            query=dict(type="str"),
         ),
+        query=True,
         supports_check_mode=True,
-    ).run(run)
+    ).run(image_info)
 
 
 if __name__ == "__main__":

@@ -69,13 +69,7 @@ requirements:
   - azure-mgmt-resource
 extends_documentation_fragment:
   - azure_vm.extensions.azure
-attributes:
-  check_mode:
-    support: full
-    description: Reads the feature and reports whether it would change; sends no register, unregister or provider request.
-  diff_mode:
-    support: full
-    description: Shows the feature state before and after.
+  - azure_vm.extensions.attributes
 notes:
   - A feature in state C(Pending) waits for approval by Microsoft; the module waits for it like for C(Registering)
     and fails at O(timeout) with the last state if no approval came.
@@ -149,137 +143,8 @@ propagated:
   sample: true
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureModule,
-    AzureOperationError,
-    arm_errors,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import (
-    DEFAULT_TIMEOUT,
-    TARGET_NAME,
-    feature_id,
-    feature_result,
-    is_done,
-    is_heading,
-    read_feature,
-    read_provider,
-    send_provider,
-    validate_feature_name,
-    validate_namespace,
-    validate_timeout,
-    wait_for_provider,
-    wait_for_state,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout
-
-
-class PreviewFeature(object):
-    """One run: read, decide, request, wait for the feature, propagate to the provider, report."""
-
-    def __init__(self, azure):
-        self.azure = azure
-        self.connection = azure.connection
-        self.params = azure.params
-        self.namespace = self.params["namespace"]
-        self.name = self.params["name"]
-        self.wanted = self.params["state"]
-        self.timeout = self.params["timeout"]
-        self.deadline = Deadline(self.timeout)
-        self.label = "%s/%s" % (self.namespace, self.name)
-        self.result = dict(changed=False, namespace=self.namespace, name=self.name, propagated=False)
-
-    def fail(self, msg, **extra):
-        result = dict(self.result)
-        result.update(extra)
-        raise AzureOperationError(msg, **result)
-
-    def send(self):
-        action = "register" if self.wanted == "registered" else "unregister"
-        features = self.connection.features.features
-        with arm_errors("%sing preview feature" % action,
-                        feature_id(self.connection.subscription_id, self.namespace, self.name), **self.result):
-            sent = features.register if action == "register" else features.unregister
-            return feature_result(sent(self.namespace, self.name))
-
-    def wait_for_feature(self, feature):
-        if is_done(feature["state"], self.wanted):
-            return feature
-        try:
-            feature = wait_for_state(lambda: read_feature(self.connection, self.namespace, self.name), self.wanted,
-                                     self.deadline, self.connection.polling_interval,
-                                     "preview feature %s to become %s" % (self.label, TARGET_NAME[self.wanted]),
-                                     self.azure.progress)
-        except WaitTimeout as exc:
-            feature = exc.last
-            self.result["state"] = feature["state"]
-            hint = " (Pending: the feature waits for approval by Microsoft)" if feature["state"] == "Pending" else ""
-            self.fail("timed out after %ds waiting for preview feature %s to become %s; last state: %s%s" % (
-                self.timeout, self.label, TARGET_NAME[self.wanted], feature["state"], hint))
-        self.result["state"] = feature["state"]
-        return feature
-
-    def propagate(self):
-        """Register the provider again (what `az provider register` does) and wait until it is Registered."""
-        provider = send_provider(self.connection, self.namespace, "register", self.result)
-        self.result.update(propagated=True, provider_state=provider["state"])
-        if not self.params["wait"]:
-            return
-        try:
-            provider = wait_for_provider(self.connection, self.namespace, "registered", self.deadline, provider,
-                                         self.result, self.azure.progress)
-        except WaitTimeout as exc:
-            self.result["provider_state"] = exc.last["state"]
-            self.fail("preview feature %s is %s, but timed out after %ds (the task's timeout) waiting for resource "
-                      "provider %s to be Registered again; last state: %s" % (
-                          self.label, self.result["state"], self.timeout, self.namespace, exc.last["state"]))
-        self.result["provider_state"] = provider["state"]
-
-    def run(self):
-        feature = read_feature(self.connection, self.namespace, self.name)
-        self.result.update(id=feature["id"], state_before=feature["state"], state=feature["state"])
-        if is_done(feature["state"], self.wanted):
-            self.result["provider_state"] = read_provider(self.connection, self.namespace, self.result)["state"]
-            provider_state = self.result["provider_state"]
-            if self.wanted == "registered" and self.params["propagate"] and not is_done(provider_state, "registered"):
-                self.azure.warn("preview feature %s is registered but resource provider %s is %s; register it with "
-                                "azure_vm.extensions.resource_provider" % (self.label, self.namespace, provider_state))
-            return self.result
-        request = not is_heading(feature["state"], self.wanted)
-        will_propagate = self.params["propagate"] and self.params["wait"]
-        if self.azure.check_mode:
-            provider = read_provider(self.connection, self.namespace, self.result)
-            self.result.update(changed=request or will_propagate, state=TARGET_NAME[self.wanted],
-                               provider_state=provider["state"], propagated=will_propagate)
-            self.result["diff"] = dict(before=dict(state=feature["state"]), after=dict(state=TARGET_NAME[self.wanted]))
-            return self.result
-        if request:
-            feature = self.send()
-            self.result.update(changed=True, state=feature["state"])
-        if self.params["wait"]:
-            feature = self.wait_for_feature(feature)
-            self.result["state"] = feature["state"]
-        if self.params["propagate"]:
-            if is_done(feature["state"], self.wanted):
-                self.propagate()
-                self.result["changed"] = True
-            else:
-                self.azure.warn("preview feature %s is %s, so resource provider %s was not registered again to "
-                                "propagate it (wait=false). Run azure_vm.extensions.resource_provider with "
-                                "reregister=true once the feature is %s." % (
-                                    self.label, feature["state"], self.namespace, TARGET_NAME[self.wanted]))
-        if "provider_state" not in self.result:
-            self.result["provider_state"] = read_provider(self.connection, self.namespace, self.result)["state"]
-        if self.result["changed"]:
-            self.result["diff"] = dict(before=dict(state=self.result["state_before"]),
-                                       after=dict(state=self.result["state"]))
-        return self.result
-
-
-def run(azure):
-    validate_namespace(azure.params["namespace"])
-    validate_feature_name(azure.params["name"])
-    validate_timeout(azure.params)
-    return PreviewFeature(azure).run()
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
+from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import DEFAULT_TIMEOUT, preview_feature
 
 
 def main():
@@ -294,7 +159,7 @@ def main():
             propagate=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
-    ).run(run)
+    ).run(preview_feature)
 
 
 if __name__ == "__main__":

@@ -26,22 +26,12 @@ options:
       - Name of one feature, without the namespace, for example C(AutomaticExtensionUpgradePreview). Needs O(namespace).
       - A missing feature returns an empty list, not an error.
     type: str
-  query:
-    description:
-      - A JMESPath expression applied to the result (as C(az feature list --query) does); its value is returned as
-        RV(query_result). It sees C(features).
-    type: str
 requirements:
   - azure-mgmt-resource-features
 extends_documentation_fragment:
   - azure_vm.extensions.azure
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Read-only.
+  - azure_vm.extensions.query
+  - azure_vm.extensions.attributes.info
 seealso:
   - module: azure_vm.extensions.preview_feature
 """
@@ -98,36 +88,8 @@ query_result:
   type: raw
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule, arm_errors
-from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
-from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import (
-    feature_result,
-    read_feature,
-    validate_feature_name,
-    validate_namespace,
-)
-
-
-def read_features(connection, namespace, name):
-    if name:
-        found = read_feature(connection, namespace, name, missing_ok=True)
-        return [found] if found else []
-    features = connection.features.features
-    with arm_errors("listing preview features of", "/subscriptions/%s/providers/Microsoft.Features/%sfeatures" % (
-            connection.subscription_id, "providers/%s/" % namespace if namespace else "")):
-        listed = features.list(namespace) if namespace else features.list_all()
-        return [feature_result(feature) for feature in listed]
-
-
-def run(azure):
-    params = azure.params
-    if params["namespace"] is not None:
-        validate_namespace(params["namespace"])
-    validate_feature_name(params["name"])
-    result = dict(changed=False, features=read_features(azure.connection, params["namespace"], params["name"]))
-    if params["query"]:
-        result["query_result"] = apply_query(params["query"], result)
-    return result
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
+from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import preview_feature_info
 
 
 def main():
@@ -136,11 +98,11 @@ def main():
         argument_spec=dict(
             namespace=dict(type="str"),
             name=dict(type="str"),
-            query=dict(type="str"),
         ),
         required_by=dict(name="namespace"),
+        query=True,
         supports_check_mode=True,
-    ).run(run)
+    ).run(preview_feature_info)
 
 
 if __name__ == "__main__":

@@ -57,13 +57,7 @@ requirements:
   - azure-mgmt-resource
 extends_documentation_fragment:
   - azure_vm.extensions.azure
-attributes:
-  check_mode:
-    support: full
-    description: Reads the provider and reports whether it would change; sends no register or unregister request.
-  diff_mode:
-    support: full
-    description: Shows the registration state before and after.
+  - azure_vm.extensions.attributes
 seealso:
   - module: azure_vm.extensions.preview_feature
 """
@@ -114,59 +108,8 @@ registration_policy:
   sample: RegistrationRequired
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureModule,
-    AzureOperationError,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import (
-    DEFAULT_TIMEOUT,
-    TARGET_NAME,
-    is_done,
-    is_heading,
-    read_provider,
-    send_provider,
-    validate_namespace,
-    validate_timeout,
-    wait_for_provider,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout
-
-
-def run(azure):
-    params = azure.params
-    validate_namespace(params["namespace"])
-    validate_timeout(params)
-    if params["reregister"] and params["state"] != "registered":
-        raise AzureOperationError("reregister=true needs state=registered")
-    deadline = Deadline(params["timeout"])
-    connection = azure.connection
-    namespace, wanted = params["namespace"], params["state"]
-    provider = read_provider(connection, namespace)
-    result = dict(changed=False, id=provider["id"], namespace=provider["namespace"] or namespace,
-                  state_before=provider["state"], state=provider["state"],
-                  registration_policy=provider["registration_policy"])
-    if is_done(provider["state"], wanted) and not params["reregister"]:
-        return result
-    request = params["reregister"] or not is_heading(provider["state"], wanted)
-    if azure.check_mode:
-        result.update(changed=request, state=TARGET_NAME[wanted])
-    else:
-        if request:
-            provider = send_provider(connection, namespace, "register" if wanted == "registered" else "unregister",
-                                     result)
-            result.update(changed=True, state=provider["state"])
-        if params["wait"]:
-            try:
-                provider = wait_for_provider(connection, namespace, wanted, deadline, provider, result, azure.progress)
-            except WaitTimeout as exc:
-                result["state"] = exc.last["state"]
-                raise AzureOperationError("timed out after %ds waiting for resource provider %s to become %s; last "
-                                          "state: %s" % (params["timeout"], namespace, TARGET_NAME[wanted],
-                                                         exc.last["state"]), **result)
-            result["state"] = provider["state"]
-    if result["changed"]:
-        result["diff"] = dict(before=dict(state=result["state_before"]), after=dict(state=result["state"]))
-    return result
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
+from ansible_collections.azure_vm.extensions.plugins.module_utils.registration import DEFAULT_TIMEOUT, resource_provider
 
 
 def main():
@@ -180,7 +123,7 @@ def main():
             timeout=dict(type="int", default=DEFAULT_TIMEOUT),
         ),
         supports_check_mode=True,
-    ).run(run)
+    ).run(resource_provider)
 
 
 if __name__ == "__main__":

@@ -96,15 +96,13 @@ extends_documentation_fragment:
   - azure_vm.extensions.azure
   - azure_vm.extensions.extension
   - azure_vm.extensions.extension_rerun
+  - azure_vm.extensions.attributes
 notes:
   - An entry of M(azure_vm.extensions.vm_extension_info)'s RV(azure_vm.extensions.vm_extension_info#module:extensions)
     can be passed back unchanged (its C(id), C(provisioning_state) and C(instance_view) are accepted and ignored,
     its Key Vault reference in ARM's shape is accepted, its masked fingerprint tag is ignored); it then reports no
     change.
 attributes:
-  check_mode:
-    support: full
-    description: Reports what would change and sends no write.
   diff_mode:
     support: full
     description:
@@ -262,41 +260,17 @@ instance_view:
       elements: dict
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
-    EXTENSION_OPTION_RULES,
-    validate_extension_options,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_task import (
+    TASK_OPTION_RULES,
+    VM_TASK_OPTIONS,
+    run,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_rerun import (
-    RERUN_OPTIONS,
-    extension_rerun,
-    rerun_option_rules,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import (
-    VM_EXTENSION_OPTIONS,
-    VmExtension,
-)
-
-
-def run(azure):
-    rerun = extension_rerun(azure, "vm", VmExtension, validate_extension_options)
-    if rerun:
-        return rerun.run()
-    validate_extension_options(azure.params)
-    state = VmExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
-    try:
-        return state.present() if azure.params["state"] == "present" else state.absent()
-    finally:
-        for warning in state.warnings:
-            azure.warn(warning)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
 
 
 def main():
-    AzureModule(
-        argument_spec=dict(VM_EXTENSION_OPTIONS, vm_name=dict(type="str", required=True), **RERUN_OPTIONS),
-        supports_check_mode=True,
-        **rerun_option_rules(EXTENSION_OPTION_RULES)
-    ).run(run)
+    AzureModule(argument_spec=VM_TASK_OPTIONS, supports_check_mode=True, **TASK_OPTION_RULES).run(
+        lambda azure: run(azure, "vm"))
 
 
 if __name__ == "__main__":

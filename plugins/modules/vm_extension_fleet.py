@@ -173,12 +173,10 @@ options:
     type: int
 extends_documentation_fragment:
   - azure_vm.extensions.azure
+  - azure_vm.extensions.attributes
 notes:
   - This module's O(polling_interval) replaces the auth fragment's one (it paces the fleet's own status polls).
 attributes:
-  check_mode:
-    support: full
-    description: Reports what would change on each VM and sends no write.
   diff_mode:
     support: none
     description: Per-VM changes are listed in RV(hosts) instead.
@@ -280,75 +278,12 @@ throttling:
   type: dict
 """
 
-import time
-
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AZURE_AUTH_ARGSPEC,
-    AzureModule,
-    AzureOperationError,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import EXTENSION_OPTION_RULES
-from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet import FLEET_EXTENSION_OPTIONS, Fleet, Target
-
-
-def run(azure):
-    params = azure.params
-    for option, low in (("polling_interval", 0.05), ("max_workers", 1), ("timeout", 1)):
-        if params[option] is not None and params[option] < low:
-            raise AzureOperationError("%s must be at least %s; got %r" % (option, low, params[option]))
-    targets = [Target(item["host"] or item["vm_name"], item["vm_name"], item["resource_group"], item["extensions"],
-                      item["exclusive"]) for item in params["targets"]]
-    hosts = [target.host for target in targets]
-    duplicates = sorted(set(host for host in hosts if hosts.count(host) > 1))
-    if duplicates:
-        raise AzureOperationError("targets: host %s is listed twice" % ", ".join(duplicates))
-    started = time.time()
-    progress_file = params["progress_file"]
-
-    def progress(line):
-        azure.progress(line)
-        if progress_file:
-            with open(progress_file, "a") as handle:
-                handle.write("%s %s\n" % (time.strftime("%H:%M:%S"), line))
-
-    fleet = Fleet(azure.connection, targets, azure.check_mode, params["polling_interval"], params["max_workers"],
-                  params["timeout"], progress=progress)
-    rounds = fleet.run()
-    hosts = dict((target.host, target.result()) for target in targets)
-    pipeline = fleet.pipeline
-    result = dict(changed=any(target.changed for target in targets), hosts=hosts, rounds=rounds,
-                  vm_reads=fleet.reads, elapsed_s=round(time.time() - started, 3), timeout=fleet.timeout,
-                  waiting={"list_sweeps": pipeline.sweeps if pipeline else 0,
-                           "list_pages": pipeline.list_reads if pipeline else 0,
-                           "single_reads": pipeline.single_reads if pipeline else 0},
-                  throttling=azure.connection.pacing.scheduler.snapshot())
-    failed = [host for host, outcome in hosts.items() if outcome["failed"]]
-    if failed and not params["ignore_vm_failures"]:
-        raise AzureOperationError("%d of %d VMs failed: %s" % (len(failed), len(hosts), "; ".join(
-            "%s: %s" % (host, hosts[host]["msg"]) for host in failed)), **result)
-    return result
+from ansible_collections.azure_vm.extensions.plugins.module_utils.fleet import FLEET_TASK_OPTIONS, fleet_task
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
 
 
 def main():
-    extension = dict(type="list", elements="dict", default=[], options=FLEET_EXTENSION_OPTIONS)
-    extension.update(EXTENSION_OPTION_RULES)
-    AzureModule(
-        argument_spec=dict(
-            targets=dict(type="list", elements="dict", required=True, options=dict(
-                host=dict(type="str"),
-                vm_name=dict(type="str"),
-                resource_group=dict(type="str", required=True),
-                extensions=extension,
-                exclusive=dict(type="bool", default=False),
-            ), required_one_of=[("host", "vm_name")]),
-            polling_interval=dict(AZURE_AUTH_ARGSPEC["polling_interval"], default=5, aliases=["poll_interval"]),
-            progress_file=dict(type="path"),
-            max_workers=dict(type="int", default=32),
-            ignore_vm_failures=dict(type="bool", default=False),
-            timeout=dict(type="int"),
-        ),
-        supports_check_mode=True,
-    ).run(run)
+    AzureModule(argument_spec=FLEET_TASK_OPTIONS, pacing=True, supports_check_mode=True).run(fleet_task)
 
 
 if __name__ == "__main__":

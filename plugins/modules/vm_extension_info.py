@@ -33,11 +33,6 @@ options:
       - Name of one extension. Without it, every extension of the VM is returned.
       - A missing extension returns an empty list, not an error.
     type: str
-  query:
-    description:
-      - A JMESPath expression applied to the result (as C(az ... --query) does); its value is returned as
-        RV(query_result). It sees C(extensions) and C(vm_agent).
-    type: str
   wait:
     description:
       - Wait until the returned extensions are no longer transitioning.
@@ -51,13 +46,8 @@ options:
     type: int
 extends_documentation_fragment:
   - azure_vm.extensions.azure
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Read-only.
+  - azure_vm.extensions.query
+  - azure_vm.extensions.attributes.info
 """
 
 EXAMPLES = r"""
@@ -184,67 +174,8 @@ query_result:
   type: raw
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureModule,
-    AzureOperationError,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
-    default_timeout,
-    extension_result,
-    extensions_from_vm,
-    handler_settled,
-    handler_state_text,
-    status_messages,
-    vm_agent_result,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
-from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import read_vm
-from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import Deadline, WaitTimeout, Waiter
-
-
-def select(vm, name):
-    return [extension_result(ext) for ext in extensions_from_vm(vm)
-            if not name or (ext.get("name") or "").lower() == name.lower()]
-
-
-def run(azure):
-    params = azure.params
-    if params["timeout"] is not None and params["timeout"] <= 0:
-        raise AzureOperationError("timeout must be a positive number of seconds; got %r" % params["timeout"])
-    group, vm_name, name = params["resource_group"], params["vm_name"], params["name"]
-    connection = azure.connection
-
-    def fetch():
-        return read_vm(connection, group, vm_name)
-
-    def pending(vm):
-        return [ext for ext in select(vm, name) if not handler_settled(ext)]
-
-    vm = fetch()
-    if params["wait"] and pending(vm):
-        timeout = params["timeout"] or max(default_timeout(ext["type"]) for ext in select(vm, name))
-        waiter = Waiter(Deadline(timeout), connection.polling_interval, progress=azure.progress)
-        try:
-            vm = waiter.until(fetch, lambda read: not pending(read), "extension(s) on VM %s to finish" % vm_name,
-                              describe=lambda read: "; ".join("%s: %s" % (ext["name"], handler_state_text(ext))
-                                                              for ext in pending(read)) or "done")
-        except WaitTimeout as exc:
-            raise AzureOperationError("timed out after %ds waiting for extension(s) %s on VM %s to finish; last "
-                                      "status: %s" % (timeout, ", ".join(ext["name"] for ext in pending(exc.last)),
-                                                      vm_name, "; ".join("%s: %s" % (
-                                                          ext["name"], handler_state_text(ext))
-                                                          for ext in pending(exc.last))),
-                                      extensions=select(exc.last, name))
-    extensions = select(vm, name)
-    result = dict(changed=False, extensions=extensions,
-                  vm_agent=vm_agent_result((vm.get("properties") or {}).get("instanceView")))
-    if params["query"]:
-        result["query_result"] = apply_query(params["query"], result)
-    failed = [ext for ext in extensions if (ext.get("instance_view") or {}).get("state") == "failed"]
-    if params["wait"] and failed:
-        raise AzureOperationError("extension(s) failed on VM %s:\n%s" % (vm_name, "\n".join(
-            "%s: %s" % (ext["name"], status_messages(ext["instance_view"])) for ext in failed)), **result)
-    return result
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import vm_extension_info
 
 
 def main():
@@ -253,12 +184,12 @@ def main():
             resource_group=dict(type="str", required=True),
             vm_name=dict(type="str", required=True),
             name=dict(type="str"),
-            query=dict(type="str"),
             wait=dict(type="bool", default=False),
             timeout=dict(type="int"),
         ),
+        query=True,
         supports_check_mode=True,
-    ).run(run)
+    ).run(vm_extension_info)
 
 
 if __name__ == "__main__":

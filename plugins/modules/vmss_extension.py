@@ -131,13 +131,11 @@ extends_documentation_fragment:
   - azure_vm.extensions.azure
   - azure_vm.extensions.extension
   - azure_vm.extensions.extension_rerun
+  - azure_vm.extensions.attributes
 attributes:
   check_mode:
     support: full
     description: Reports what would change and the batches that would be sent; sends no write.
-  diff_mode:
-    support: full
-    description: Shows the extension before and after; protected values are masked.
 """
 
 EXAMPLES = r"""
@@ -317,40 +315,18 @@ instances:
       type: str
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import EXTENSION_OPTION_RULES
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_rerun import (
-    RERUN_OPTIONS,
-    extension_rerun,
-    rerun_option_rules,
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_task import (
+    TASK_OPTION_RULES,
+    VMSS_TASK_OPTIONS,
+    run,
 )
-from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import (
-    VMSS_EXTENSION_OPTIONS,
-    VmssExtension,
-    validate_vmss_options,
-)
-
-
-def run(azure):
-    rerun = extension_rerun(azure, "vmss", VmssExtension, validate_vmss_options)
-    if rerun:
-        return rerun.run()
-    validate_vmss_options(azure.params)
-    state = VmssExtension(azure.params, azure.connection, azure.check_mode, progress=azure.progress)
-    try:
-        return state.present() if azure.params["state"] == "present" else state.absent()
-    finally:
-        for warning in state.warnings:
-            azure.warn(warning)
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
 
 
 def main():
-    AzureModule(
-        clients=("compute", "resources"),
-        argument_spec=dict(VMSS_EXTENSION_OPTIONS, **RERUN_OPTIONS),
-        supports_check_mode=True,
-        **rerun_option_rules(EXTENSION_OPTION_RULES)
-    ).run(run)
+    # pacing: a rollout polls every instance's view for a long time, within the scale set's budgets.
+    AzureModule(argument_spec=VMSS_TASK_OPTIONS, clients=("compute", "resources"), pacing=True,
+                supports_check_mode=True, **TASK_OPTION_RULES).run(lambda azure: run(azure, "vmss"))
 
 
 if __name__ == "__main__":

@@ -32,20 +32,10 @@ options:
       - Name of one extension. Without it, every extension of the scale set's model is returned.
       - A missing extension returns an empty list, not an error.
     type: str
-  query:
-    description:
-      - A JMESPath expression applied to the result (as C(az ... --query) does); its value is returned as
-        RV(query_result). It sees C(extensions) and C(scale_set).
-    type: str
 extends_documentation_fragment:
   - azure_vm.extensions.azure
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Read-only.
+  - azure_vm.extensions.query
+  - azure_vm.extensions.attributes.info
 """
 
 EXAMPLES = r"""
@@ -163,64 +153,8 @@ query_result:
   type: raw
 """
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
-    AzureModule,
-    HttpResponseError,
-    arm_errors,
-    as_rest,
-    is_not_found,
-    not_found_error,
-    resource_id,
-)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import extension_result
-from ansible_collections.azure_vm.extensions.plugins.module_utils.query import apply_query
-from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout import instance_statuses, summarize
-
-
-def run(azure):
-    params = azure.params
-    group, vmss_name, name = params["resource_group"], params["vmss_name"], params["name"]
-    connection = azure.connection
-    compute = connection.compute
-    target = resource_id(connection.subscription_id, group, "virtualMachineScaleSets", vmss_name)
-    try:
-        vmss = as_rest(compute.virtual_machine_scale_sets.get(group, vmss_name))
-    except HttpResponseError as exc:
-        if is_not_found(exc):
-            raise not_found_error(exc, connection.subscription_id, group, resource=("vmss", vmss_name))
-        with arm_errors("reading", target):
-            raise
-    with arm_errors("reading extensions of", target):
-        if name:
-            try:
-                found = [compute.virtual_machine_scale_set_extensions.get(group, vmss_name, name)]
-            except HttpResponseError as exc:
-                if not is_not_found(exc):
-                    raise
-                found = []
-        else:
-            found = list(compute.virtual_machine_scale_set_extensions.list(group, vmss_name))
-        listed = compute.virtual_machine_scale_set_vms.list(group, vmss_name, expand="instanceView")
-        instances = [as_rest(vm) for vm in listed]
-    extensions = []
-    for ext in found:
-        item = extension_result(as_rest(ext))
-        for key in ("location", "tags"):  # scale-set extensions have neither
-            item.pop(key, None)
-        item["instances"] = summarize(instance_statuses(instances, item["name"]))
-        extensions.append(item)
-    props = vmss.get("properties") or {}
-    scale_set = {
-        "id": vmss.get("id"),
-        "name": vmss.get("name"),
-        "location": vmss.get("location"),
-        "upgrade_policy": (props.get("upgradePolicy") or {}).get("mode") or "Manual",
-        "capacity": (vmss.get("sku") or {}).get("capacity", len(instances)),
-    }
-    result = dict(changed=False, scale_set=scale_set, extensions=extensions)
-    if params["query"]:
-        result["query_result"] = apply_query(params["query"], result)
-    return result
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
+from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import vmss_extension_info
 
 
 def main():
@@ -229,10 +163,10 @@ def main():
             resource_group=dict(type="str", required=True),
             vmss_name=dict(type="str", required=True),
             name=dict(type="str"),
-            query=dict(type="str"),
         ),
+        query=True,
         supports_check_mode=True,
-    ).run(run)
+    ).run(vmss_extension_info)
 
 
 if __name__ == "__main__":

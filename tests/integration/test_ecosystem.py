@@ -95,7 +95,7 @@ def test_collection_tarball_holds_what_works_outside_a_checkout(tmp_path):
         names = set(archive.getnames())
         manifest = json.loads(archive.extractfile("MANIFEST.json").read())
     for wanted in ("README.md", "requirements.txt", "meta/runtime.yml", "CHANGELOG.rst", "COPYING",
-                   "plugins/modules/vm_extension.py", "plugins/module_utils/azure_connection.py",
+                   "plugins/modules/vm_extension.py", "plugins/module_utils/client.py",
                    "roles/waagent/tasks/main.yml", "playbooks/enable_automatic_extension_upgrade.yml",
                    "playbooks/inventory/automatic_extension_upgrade.yml", "docs/emulator.md", "docs/awx.md",
                    "execution-environment.yml", "bindep.txt", "playbooks/fleet.yml"):

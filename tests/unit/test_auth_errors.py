@@ -1,18 +1,30 @@
 """auth_source=auto: when no credential works, the error names every source tried and why it did not apply."""
+import json
+
 import pytest
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils import azure_connection as ac
+from ansible_collections.azure_vm.extensions.plugins.module_utils import auth as ac
+from ansible_collections.azure_vm.extensions.plugins.module_utils.client import AzureConnection
 
 AUTH_VARIABLES = ("AZURE_CLIENT_ID", "AZURE_SECRET", "AZURE_TENANT", "AZURE_CERT_PATH", "AZURE_FEDERATED_TOKEN_FILE",
                   "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID")
 
 
+@pytest.fixture(autouse=True)
+def no_token_requests(monkeypatch):
+    """These tests build connections for real clouds: no token may be asked for (nothing leaves this machine)."""
+    from ansible_collections.azure_vm.extensions.plugins.module_utils import client
+
+    monkeypatch.setattr(client, "prefetch_token", lambda credential, scope, source: None)
+
+
 @pytest.fixture
 def no_auth(monkeypatch, tmp_path):
-    """No Azure variable, no credential file, and a PATH without `az`."""
+    """No Azure variable, no credential file, no Azure CLI profile, and a PATH without `az`."""
     for key in AUTH_VARIABLES:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AZURE_CREDENTIAL_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "azure-cli"))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     return tmp_path
 
@@ -21,7 +33,7 @@ def connect(**params):
     base = dict(auth_source="auto", cloud_environment="AzureCloud", subscription_id=None, client_id=None,
                 secret=None, tenant=None, x509_certificate_path=None, cert_password=None)
     base.update(params)
-    return ac.AzureConnection(base)
+    return AzureConnection(base)
 
 
 def test_nothing_configured_lists_every_source(no_auth):
@@ -60,26 +72,45 @@ def test_client_id_option_without_secret_is_named(no_auth):
         connect(client_id="00000000-0000-0000-0000-0000000000c1", subscription_id="sub")
 
 
+def fake_az(no_auth):
+    """An `az` on PATH that must never be run: the subscription comes from the CLI's profile file."""
+    path = no_auth / "bin" / "az"
+    path.parent.mkdir()
+    path.write_text("#!/bin/sh\necho ran >> %s\nexit 1\n" % (no_auth / "az-ran"))
+    path.chmod(0o755)
+
+
 def test_failed_cli_subscription_lookup_keeps_the_list(no_auth):
-    fake_az = no_auth / "bin" / "az"
-    fake_az.parent.mkdir()
-    fake_az.write_text("#!/bin/sh\necho 'Please run az login' >&2\nexit 1\n")
-    fake_az.chmod(0o755)
+    fake_az(no_auth)
     with pytest.raises(ac.AzureAuthError) as caught:
         connect()
     message = str(caught.value)
     assert "env: AZURE_CLIENT_ID is not set" in message
-    assert "cli: no subscription_id given and `az account show` failed" in message
+    assert "cli: no subscription_id given and the Azure CLI's profile %s cannot be read (run `az login`)" % (
+        no_auth / "azure-cli" / "azureProfile.json") in message
+    assert not (no_auth / "az-ran").exists()
 
 
 def test_cli_is_used_when_it_works(no_auth):
-    fake_az = no_auth / "bin" / "az"
-    fake_az.parent.mkdir()
-    fake_az.write_text("#!/bin/sh\necho '{\"id\": \"sub-from-cli\"}'\n")
-    fake_az.chmod(0o755)
+    fake_az(no_auth)
+    profile = no_auth / "azure-cli" / "azureProfile.json"
+    profile.parent.mkdir()
+    # As the CLI writes it: a byte order mark, several subscriptions, one of them the default.
+    profile.write_bytes(b"\xef\xbb\xbf" + json.dumps({"installationId": "x", "subscriptions": [
+        {"id": "sub-other", "isDefault": False}, {"id": "sub-from-cli", "isDefault": True}]}).encode())
     connection = connect()
     assert connection.auth_source == "cli"
     assert connection.subscription_id == "sub-from-cli"
+    assert not (no_auth / "az-ran").exists()
+
+
+def test_cli_profile_without_a_default_is_named(no_auth):
+    fake_az(no_auth)
+    profile = no_auth / "azure-cli" / "azureProfile.json"
+    profile.parent.mkdir()
+    profile.write_text(json.dumps({"subscriptions": [{"id": "sub-other", "isDefault": False}]}))
+    with pytest.raises(ac.AzureAuthError, match="has no default subscription"):
+        connect()
 
 
 def test_explicit_complete_env_is_chosen(no_auth, monkeypatch):

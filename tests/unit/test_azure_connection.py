@@ -4,7 +4,16 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.core.pipeline.transport import RequestsTransportResponse
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils import azure_connection as ac
+from ansible_collections.azure_vm.extensions.plugins.module_utils import auth as ac
+from ansible_collections.azure_vm.extensions.plugins.module_utils import errors
+
+
+@pytest.fixture(autouse=True)
+def no_token_requests(monkeypatch):
+    """These tests build connections for real clouds: no token may be asked for (nothing leaves this machine)."""
+    from ansible_collections.azure_vm.extensions.plugins.module_utils import client
+
+    monkeypatch.setattr(client, "prefetch_token", lambda credential, scope, source: None)
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +30,8 @@ def clean_env(monkeypatch, tmp_path):
     ("AzureUSGovernment", "https://management.usgovcloudapi.net/"),
 ])
 def test_known_clouds(name, arm):
-    assert ac.resolve_cloud(name)[0] == arm
-    assert ac.resolve_cloud(name)[3] is False
+    assert ac.resolve_cloud(name).arm_endpoint == arm
+    assert ac.resolve_cloud(name).custom is False
 
 
 def test_unknown_cloud_names_the_allowed_values():
@@ -32,19 +41,19 @@ def test_unknown_cloud_names_the_allowed_values():
 
 def test_auto_source_order(monkeypatch, tmp_path):
     options = dict(client_id=None, secret=None, x509_certificate_path=None)
-    assert ac.AzureConnection._detect_source(options) == "cli"
+    assert ac.detect_source(options) == "cli"
     monkeypatch.setenv("IDENTITY_ENDPOINT", "https://127.0.0.1:1/msi/token")
-    assert ac.AzureConnection._detect_source(options) == "msi"
+    assert ac.detect_source(options) == "msi"
     monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(tmp_path / "token"))
-    assert ac.AzureConnection._detect_source(options) == "workload_identity"
+    assert ac.detect_source(options) == "workload_identity"
     credentials = tmp_path / "credentials"
     credentials.write_text("[default]\nclient_id=a\n")
     monkeypatch.setenv("AZURE_CREDENTIAL_FILE", str(credentials))
-    assert ac.AzureConnection._detect_source(options) == "credential_file"
+    assert ac.detect_source(options) == "credential_file"
     monkeypatch.setenv("AZURE_CLIENT_ID", "a")
     monkeypatch.setenv("AZURE_SECRET", "b")
-    assert ac.AzureConnection._detect_source(options) == "env"
-    assert ac.AzureConnection._detect_source(dict(options, client_id="x", secret="y")) == "options"
+    assert ac.detect_source(options) == "env"
+    assert ac.detect_source(dict(options, client_id="x", secret="y")) == "options"
 
 
 def test_credential_file_profile(monkeypatch, tmp_path):
@@ -72,6 +81,40 @@ def make_error(status, body, headers):
 def test_error_message_has_operation_resource_code_message_and_ids():
     exc = make_error(409, '{"error": {"code": "Conflict", "message": "another operation is in progress"}}',
                      {"x-ms-request-id": "req-1", "x-ms-correlation-request-id": "corr-2"})
-    text = ac.describe_azure_error(exc, "writing", "/subscriptions/s/resourceGroups/rg/providers/x")
+    text = errors.describe_azure_error(exc, "writing", "/subscriptions/s/resourceGroups/rg/providers/x")
     assert text == ("writing /subscriptions/s/resourceGroups/rg/providers/x failed: Conflict: another operation is "
                     "in progress (HTTP 409, x-ms-request-id: req-1, x-ms-correlation-request-id: corr-2)")
+
+
+def test_validate_auth_options_is_ansible_cores_validation():
+    with pytest.raises(ac.AzureAuthError, match="disable_instance_discovery"):
+        ac.validate_auth_options({"disable_instance_discovery": "ture"}, "azure_vms")
+    params = ac.validate_auth_options({"disable_instance_discovery": "yes", "ignored_key": 1})
+    assert params["disable_instance_discovery"] is True and "ignored_key" not in params
+
+
+def test_token_prefetch_only_for_credentials_that_cache_tokens():
+    calls = []
+
+    class Credential(object):
+        def get_token(self, scope):
+            calls.append(scope)
+
+    assert ac.prefetch_token(Credential(), "s/.default", "cli") is None  # `az` runs for every token anyway
+    thread = ac.prefetch_token(Credential(), "s/.default", "env")
+    thread.join(5)
+    assert calls == ["s/.default"]
+
+
+def test_a_connection_for_another_subscription_shares_the_credential(monkeypatch):
+    from ansible_collections.azure_vm.extensions.plugins.module_utils.client import AzureConnection
+
+    monkeypatch.setenv("AZURE_CREDENTIAL_FILE", "/nonexistent")
+    connection = AzureConnection(dict(auth_source="options", client_id="c", secret="s", tenant="t",
+                                      subscription_id="sub-a", cloud_environment="AzureCloud"), pacing=True)
+    other = connection.for_subscription("sub-b")
+    assert other.subscription_id == "sub-b" and connection.subscription_id == "sub-a"
+    assert other.credential is connection.credential and other.scheduler is connection.scheduler
+    assert connection.for_subscription("sub-a") is connection
+    assert AzureConnection(dict(auth_source="options", client_id="c", secret="s", tenant="t",
+                                subscription_id="sub-a")).scheduler is None  # single tasks: azure-core's policies

@@ -36,3 +36,59 @@ def test_ansible_doc_renders_every_module(ansible_env, module):
     assert out.returncode == 0, out.stderr
     assert "EXAMPLES" in out.stdout and "RETURN VALUES" in out.stdout
     assert "[WARNING]" not in out.stderr, out.stderr
+
+
+# docs/architecture.md: every module_util has a layer, and imports only from its own layer or a lower one.
+LAYERS = {
+    "errors": 0, "arm": 0, "waiter": 0, "extension_model": 0, "extension_status": 0, "vmss_rollout": 0,
+    "scheduler": 0, "query": 0,
+    "auth": 1, "client": 1, "module": 1,
+    "vm_extension_state": 2, "vmss_extension_state": 2, "extension_images": 2, "registration": 2,
+    "extension_rerun": 3, "fleet": 3, "fleet_pipeline": 3,
+    "extension_task": 4,
+}
+# Pure layer-0 files that must not reach for an SDK or a connection.
+NO_SDK = {"extension_model", "extension_status", "vmss_rollout", "scheduler", "query", "waiter", "arm"}
+
+
+def module_util_imports(path):
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if ".plugins.module_utils." in node.module:
+                found.add(node.module.rsplit(".", 1)[1])
+            elif node.module.endswith(".plugins.module_utils"):
+                found.update(alias.name for alias in node.names)
+            if node.module.startswith("azure"):
+                found.add("SDK:" + node.module)
+        elif isinstance(node, ast.Import):
+            found.update("SDK:" + alias.name for alias in node.names if alias.name.startswith("azure"))
+    return found
+
+
+def test_module_utils_import_only_downwards():
+    utils = ROOT / "plugins" / "module_utils"
+    assert {path.stem for path in utils.glob("*.py")} == set(LAYERS), "give every module_util a layer (and a row " \
+        "in docs/architecture.md)"
+    for path in utils.glob("*.py"):
+        imports = module_util_imports(path)
+        upward = [name for name in imports if not name.startswith("SDK:") and LAYERS[name] > LAYERS[path.stem]]
+        assert not upward, "%s (layer %d) imports %s from above" % (path.stem, LAYERS[path.stem], upward)
+        if path.stem in NO_SDK:
+            sdk = [name for name in imports if name.startswith("SDK:") or name in ("client", "auth", "module")]
+            assert not sdk, "%s must not import an SDK or the connection: %s" % (path.stem, sdk)
+        assert path.stem in (ROOT / "docs" / "architecture.md").read_text()
+
+
+def test_modules_are_a_spec_documentation_and_one_call():
+    for path in (ROOT / "plugins" / "modules").glob("*.py"):
+        if path.stem in GUEST_SIDE:
+            continue
+        imports = module_util_imports(path)
+        assert "module" in imports, path.name
+        assert len(imports - {"module"}) == 1, (path.name, imports)
+        functions = [line for line in path.read_text().splitlines() if line.startswith(("def ", "class "))]
+        assert functions == ["def main():"], (path.name, functions)

@@ -8,7 +8,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.transport import RequestsTransportResponse
 from azure.core.rest import HttpRequest
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils import azure_connection as ac
+from ansible_collections.azure_vm.extensions.plugins.module_utils import errors as ac
 from ansible_collections.azure_vm.extensions.plugins.module_utils import waiter as wt
 
 
@@ -91,16 +91,12 @@ def test_waiter_backs_off_up_to_the_cap_and_never_past_the_deadline():
     assert lines == ["waiting for handler: transitioning (0s)"]  # reported when the state changes, not every poll
 
 
-def test_waiter_done_and_failed_predicates():
+def test_waiter_done_predicate():
     clock = FakeClock()
     values = iter(["a", "b", "ok"])
     waiter = wt.Waiter(wt.Deadline(100, clock=clock), 1, sleep=clock.sleep)
     assert waiter.until(lambda: next(values), lambda v: v == "ok", "x") == "ok"
     assert clock.sleeps == [1, 1]
-    with pytest.raises(wt.WaitFailed) as info:
-        waiter.until(lambda: "failed", lambda v: False, "handler", failed=lambda v: v == "failed",
-                     describe=lambda v: "it broke")
-    assert info.value.msg == "handler failed: it broke" and isinstance(info.value, ac.AzureOperationError)
 
 
 def test_retry_only_another_operation_in_progress():
@@ -151,7 +147,8 @@ def test_retry_gives_up_at_the_deadline_with_arms_error():
 WRAPPER_MODULE = r'''
 import json, sys
 sys.path.insert(0, %(path)r)
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureModule, AzureOperationError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.module import AzureModule
 def work(azure):
     def inner():
         raise AzureOperationError("extension x on VM y failed: boom", error_code="VMExtensionProvisioningError",
@@ -174,3 +171,61 @@ def test_module_wrapper_turns_the_exception_into_fail_json_with_traceback(tmp_pa
     assert out["error_code"] == "VMExtensionProvisioningError" and out["request_id"] == "r-1"
     assert out["extension"] == {"name": "x"}
     assert "Traceback" in out["traceback"] and "in inner" in out["traceback"]
+
+
+# ---- arm.read_or_absent: the one GET that may find nothing ---------------------------------------------------
+def test_read_or_absent_404_is_none_or_the_named_error_and_others_raise():
+    from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import read_or_absent
+
+    def fails(status, code):
+        def fetch():
+            raise make_error(status, code, "nope")
+        return fetch
+
+    assert read_or_absent(lambda: {"name": "x"}, "/x") == {"name": "x"}
+    assert read_or_absent(fails(404, "ResourceNotFound"), "/x") is None
+    with pytest.raises(ac.AzureOperationError) as info:
+        read_or_absent(fails(404, "ResourceGroupNotFound"), "/x", missing=lambda exc: ac.not_found_error(
+            exc, "sub", "rg-x", resource=("vm", "vm-1")))
+    assert info.value.msg.startswith("resource group 'rg-x' not found in subscription sub")
+    with pytest.raises(ac.AzureOperationError) as info:
+        read_or_absent(fails(403, "AuthorizationFailed"), "/x")
+    assert info.value.msg.startswith("reading /x failed: AuthorizationFailed: nope (HTTP 403")
+
+
+# ---- waiter.wait_for_poller: the SDK's own poller, bounded by the task's deadline ---------------------------------
+class FakePoller(object):
+    """What wait_for_poller uses of azure-core's LROPoller: wait(timeout), done(), result()."""
+
+    def __init__(self, finishes_after, error=None):
+        self.finishes_after = finishes_after
+        self.error = error
+        self.waited = []
+
+    def wait(self, timeout=None):
+        self.waited.append(timeout)
+        if self.error is not None and self.done():
+            raise self.error
+
+    def done(self):
+        return sum(t for t in self.waited if t is not None) >= self.finishes_after or None in self.waited
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return "resource"
+
+
+def test_wait_for_poller_waits_once_with_the_time_left_and_returns_the_result():
+    poller = FakePoller(finishes_after=5)
+    assert wt.wait_for_poller(poller, wt.Deadline(30), "the write", "writing", "/x") == "resource"
+    assert len(poller.waited) == 1 and 29 < poller.waited[0] <= 30  # one wait: the SDK polls, not us
+
+
+def test_wait_for_poller_times_out_at_the_deadline_and_reports_a_failed_operation():
+    with pytest.raises(wt.WaitTimeout, match="timed out after 1s waiting for the write"):
+        wt.wait_for_poller(FakePoller(finishes_after=60), wt.Deadline(1), "the write", "writing", "/x")
+    failed = FakePoller(finishes_after=0, error=make_error(400, "VMExtensionProvisioningError", "handler failed"))
+    with pytest.raises(ac.AzureOperationError) as info:
+        wt.wait_for_poller(failed, wt.Deadline(30), "the write", "writing", "/x", changed=True)
+    assert info.value.error_code == "VMExtensionProvisioningError" and info.value.result == {"changed": True}

@@ -4,6 +4,7 @@ import time
 import pytest
 
 from ansible_collections.azure_vm.extensions.plugins.module_utils import extension_model as em
+from ansible_collections.azure_vm.extensions.plugins.module_utils import extension_status as st
 
 
 def ext(props=None, tags=None):
@@ -114,18 +115,18 @@ def test_instance_view_summary_and_messages():
     view = {"name": "cs", "statuses": [{"code": "ProvisioningState/failed/-196608", "level": "Error",
                                         "displayStatus": "Provisioning failed", "message": "boom"}],
             "substatuses": [{"code": "ComponentStatus/StdErr/succeeded", "message": "oops"}]}
-    result = em.instance_view_result(view)
+    result = st.instance_view_result(view)
     assert result["state"] == "failed"
     assert result["statuses"][0]["display_status"] == "Provisioning failed"
-    assert em.status_messages(result) == "[ProvisioningState/failed/-196608] boom\n[ComponentStatus/StdErr/succeeded] oops"
-    assert em.handler_state([{"code": "ProvisioningState/transitioning"}]) == "transitioning"
-    assert em.handler_state([]) == "unknown"
+    assert st.status_messages(result) == "[ProvisioningState/failed/-196608] boom\n[ComponentStatus/StdErr/succeeded] oops"
+    assert st.handler_state([{"code": "ProvisioningState/transitioning"}]) == "transitioning"
+    assert st.handler_state([]) == "unknown"
 
 
 def test_vm_agent_readiness():
     ready = {"vmAgent": {"vmAgentVersion": "2.9.1.1", "statuses": [{"displayStatus": "Ready", "message": "ok"}]}}
-    assert em.vm_agent_result(ready) == {"version": "2.9.1.1", "status": "Ready", "message": "ok", "ready": True}
-    assert em.vm_agent_result({})["ready"] is False
+    assert st.vm_agent_result(ready) == {"version": "2.9.1.1", "status": "Ready", "message": "ok", "ready": True}
+    assert st.vm_agent_result({})["ready"] is False
 
 
 def test_mask_secrets_keeps_keys_only():
@@ -137,11 +138,11 @@ def test_extensions_from_one_vm_read_carry_their_instance_views():
     vm = {"resources": [{"name": "a", "properties": {"publisher": "P"}}, {"name": "b", "properties": {}}],
           "properties": {"instanceView": {"extensions": [
               {"name": "a", "statuses": [{"code": "ProvisioningState/succeeded"}]}]}}}
-    found = em.extensions_from_vm(vm)
+    found = st.extensions_from_vm(vm)
     assert [e["name"] for e in found] == ["a", "b"]
     assert found[0]["properties"]["instanceView"]["statuses"][0]["code"] == "ProvisioningState/succeeded"
     assert "instanceView" not in found[1]["properties"]
-    assert em.extensions_from_vm({}) == []
+    assert st.extensions_from_vm({}) == []
 
 
 def test_versions_matching_a_prefix_in_numeric_order():
@@ -255,13 +256,13 @@ def test_format_1_tags_are_recognised_unless_the_old_normalization_was_ambiguous
 
 def test_not_running_reason_names_the_power_state_and_what_to_do():
     view = {"statuses": [{"code": "ProvisioningState/succeeded"}, {"code": "PowerState/deallocated"}]}
-    assert em.vm_states(view) == ("deallocated", "succeeded")
-    reason = em.not_running_reason(view, "VM vm-1")
+    assert st.vm_states(view) == ("deallocated", "succeeded")
+    reason = st.not_running_reason(view, "VM vm-1")
     assert reason.startswith("VM vm-1 is deallocated (PowerState/deallocated)") and "az vm start" in reason
-    assert em.not_running_reason({"statuses": [{"code": "PowerState/running"}]}, "VM vm-1") is None
-    assert em.not_running_reason({}, "VM vm-1") is None
+    assert st.not_running_reason({"statuses": [{"code": "PowerState/running"}]}, "VM vm-1") is None
+    assert st.not_running_reason({}, "VM vm-1") is None
     # A failed provisioning state is what a failed extension leaves behind; writing it again is the repair.
-    assert em.not_running_reason({"statuses": [{"code": "ProvisioningState/failed/x"},
+    assert st.not_running_reason({"statuses": [{"code": "ProvisioningState/failed/x"},
                                                {"code": "PowerState/running"}]}, "VM vm-1") is None
 
 
@@ -276,7 +277,7 @@ def test_key_vault_reference_accepts_the_module_shape_and_arms_shape():
 def test_fingerprint_tag_is_masked_in_results_and_ignored_when_fed_back():
     stored = em.fingerprint({"k": "v"}, iterations=1000)
     current = ext(tags={em.FINGERPRINT_TAG: stored, "env": "prod"})
-    result = em.extension_result(current)
+    result = st.extension_result(current)
     assert result["tags"] == {em.FINGERPRINT_TAG: em.MASK, "env": "prod"}
     assert em.changed_properties(desired(tags=result["tags"]), current) == []
     body = em.build_body(desired(tags=result["tags"]), "westeurope", current)
@@ -286,10 +287,10 @@ def test_fingerprint_tag_is_masked_in_results_and_ignored_when_fed_back():
 def test_diff_shows_protected_settings_only_when_they_change():
     current = ext(tags={em.FINGERPRINT_TAG: em.fingerprint({"k": "v"}, iterations=1000)})
     body = em.build_body(desired(protected_settings={"k": "v"}, settings={"n": 4}), "westeurope", current)
-    diff = em.write_diff(current, body, "/x", "cs", {"k": "v"}, ["settings"])
+    diff = st.write_diff(current, body, "/x", "cs", {"k": "v"}, ["settings"])
     assert "protected_settings" not in diff["after"] and "protected_settings" not in diff["before"]
     assert diff["before"]["tags"][em.FINGERPRINT_TAG] == em.MASK and diff["after"]["tags"][em.FINGERPRINT_TAG] == em.MASK
-    diff = em.write_diff(current, body, "/x", "cs", {"k": "w"}, ["protected_settings"])
+    diff = st.write_diff(current, body, "/x", "cs", {"k": "w"}, ["protected_settings"])
     assert diff["after"]["protected_settings"] == {"k": em.MASK} and diff["before"]["protected_settings"] == em.MASK
 
 

@@ -6,7 +6,7 @@ import stat
 import pytest
 import yaml
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureOperationError
+from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import EXTENSION_OPTION_RULES
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import fingerprint
 from ansible_collections.azure_vm.extensions.plugins.module_utils import extension_rerun as rr

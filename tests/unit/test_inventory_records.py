@@ -1,8 +1,8 @@
-"""Unit tests of the azure_vms inventory plugin's record building and of connection_from_options."""
+"""Unit tests of the azure_vms inventory plugin's record building and of validate_auth_options."""
 import pytest
 
 from ansible_collections.azure_vm.extensions.plugins.inventory import azure_vms
-from ansible_collections.azure_vm.extensions.plugins.module_utils import azure_connection as ac
+from ansible_collections.azure_vm.extensions.plugins.module_utils import auth
 
 VM_ID = "/subscriptions/s1/resourceGroups/RG-A/providers/Microsoft.Compute/virtualMachines/vm1"
 
@@ -72,20 +72,18 @@ def test_host_record_of_a_vm_and_of_a_scale_set_instance_drops_fingerprint_tags(
     assert "azure_vm_name" not in record and record["azure_power_state"] == "unknown"
 
 
-def test_connection_from_options_applies_env_fallbacks_defaults_and_choices(monkeypatch, tmp_path):
-    seen = {}
-    monkeypatch.setattr(ac, "AzureConnection", lambda params: seen.update(params) or "conn")
+def test_validate_auth_options_applies_env_fallbacks_defaults_and_choices(monkeypatch, tmp_path):
     for key in ("AZURE_SUBSCRIPTION_ID", "AZURE_CLOUD_ENVIRONMENT", "AZURE_POLLING_INTERVAL", "AZURE_CA_BUNDLE",
                 "REQUESTS_CA_BUNDLE", "ANSIBLE_AZURE_AUTH_SOURCE", "AZURE_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-from-env")
     monkeypatch.setenv("AZURE_POLLING_INTERVAL", "0.5")
-    assert ac.connection_from_options({"cloud_environment": None, "tenant": "t"}) == "conn"
+    seen = auth.validate_auth_options({"cloud_environment": None, "tenant": "t"})
     assert seen["subscription_id"] == "sub-from-env" and seen["polling_interval"] == 0.5
     assert seen["cloud_environment"] == "AzureCloud" and seen["auth_source"] == "auto" and seen["tenant"] == "t"
-    assert ac.connection_from_options({"subscription_id": "given"}) == "conn" and seen["subscription_id"] == "given"
-    with pytest.raises(ac.AzureAuthError, match="auth_source must be one of auto, credential_file"):
-        ac.connection_from_options({"auth_source": "magic"})
+    assert auth.validate_auth_options({"subscription_id": "given"})["subscription_id"] == "given"
+    with pytest.raises(auth.AzureAuthError, match="auth_source must be one of: auto, credential_file"):
+        auth.validate_auth_options({"auth_source": "magic"})
     monkeypatch.setenv("AZURE_POLLING_INTERVAL", "often")
-    with pytest.raises(ac.AzureAuthError, match="polling_interval must be a number, got 'often'"):
-        ac.connection_from_options({})
+    with pytest.raises(auth.AzureAuthError, match="polling_interval"):
+        auth.validate_auth_options({})

@@ -217,7 +217,8 @@ def test_many_workers_in_flight_keep_to_the_bucket_near_the_floor(scale, latency
     gaps = [later - earlier for earlier, later in zip(accepted_at, accepted_at[1:])]
     assert max(gaps) <= 30.0 / rate
     assert clock() - 1000.0 <= (total - 200) / rate * 1.1
-    assert sched.arm_share("writes") >= 0.9      # alone: its whole refill
+    # alone: its whole refill
+    assert min(b.share for key, b in sched.buckets.items() if key[0] == "arm" and key[-1] == "writes") >= 0.9
 
 
 def test_probe_first_then_trust_the_header():

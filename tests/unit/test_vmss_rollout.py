@@ -188,11 +188,11 @@ def test_not_running_instances_are_named_with_their_power_state():
 
 
 def test_scale_set_with_a_deallocated_target_fails_before_any_write():
-    from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import AzureOperationError
+    from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
     from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_extension_state import VmssExtension
 
     run = VmssExtension.__new__(VmssExtension)
-    run.params = {"max_unhealthy_percent": 20}
+    run.max_unhealthy_percent = 20
     run.name, run.vmss_name = "cs", "ss"
     instances = [powered(0, "running"), powered(1, "deallocated")]
     with pytest.raises(AzureOperationError) as info:
