@@ -32,7 +32,13 @@ import glob
 import json
 import os
 import re
+import socket
 import uuid
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock between concurrent reruns (Ansible controllers are POSIX)
+    fcntl = None
 
 from ansible.module_utils.basic import env_fallback
 
@@ -40,6 +46,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import 
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
     FINGERPRINT_TAG,
     default_timeout,
+    fingerprint,
     fingerprint_matches,
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import extension_result
@@ -102,7 +109,9 @@ RERUN_OPTIONS = dict(
     )),
     no_protected_settings=dict(type="bool", default=False, no_log=False),
     backup_dir=dict(type="path", fallback=(env_fallback, [BACKUP_DIR_ENV])),
-    definition_from_backup=dict(type="path"),
+    # A backup file's path, or the backup itself as a failed rerun returns it (rerun.backup): AWX job containers
+    # forget their disk, the job's artifacts and results do not.
+    definition_from_backup=dict(type="raw"),
 )
 
 
@@ -217,6 +226,18 @@ def _safe(name):
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def ensure_folder(folder, name):
+    """The backup folder, created readable by its owner only; raises AzureOperationError naming it."""
+    try:
+        if not os.path.isdir(folder):
+            os.makedirs(folder, 0o700)
+        os.chmod(folder, 0o700)
+    except (IOError, OSError) as exc:
+        raise AzureOperationError("cannot write the backup of extension %s to %s (set backup_dir to a writable "
+                                  "directory): %s. Nothing was deleted or written." % (name, folder, exc))
+    return folder
+
+
 def write_json_0600(path, data, create):
     """Write data as JSON readable by the owner only; create=True never overwrites, an update replaces atomically."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -228,22 +249,28 @@ def write_json_0600(path, data, create):
         os.replace(target, path)
 
 
-def load_backup(path):
-    """A backup file written by a rerun, checked to be one; raises AzureOperationError naming the file."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (IOError, OSError, ValueError) as exc:
-        raise AzureOperationError("definition_from_backup: cannot read %s: %s" % (path, exc))
+def load_backup(source):
+    """A backup written by a rerun, checked to be one: from a file (a path) or as a rerun returned it (a dict, e.g.
+    from an AWX job's artifacts). Raises AzureOperationError naming where it came from."""
+    if isinstance(source, dict):
+        data, path = dict(source), source.get("path") or "(the backup given in definition_from_backup)"
+    else:
+        path = os.path.abspath(os.path.expanduser(str(source)))
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except (IOError, OSError, ValueError) as exc:
+            raise AzureOperationError("definition_from_backup: cannot read %s: %s" % (path, exc))
     if not isinstance(data, dict) or data.get("format") != BACKUP_FORMAT:
         raise AzureOperationError("definition_from_backup: %s is not a backup written by an extension rerun "
                                   "(format %r)" % (path, BACKUP_FORMAT))
-    data["path"] = os.path.abspath(path)
+    data["path"] = path
     return data
 
 
-def find_backups(folder, kind, group, target, name):
-    """The backups of this extension in folder, newest first (Azure's names are case-insensitive, file names not)."""
+def find_backups(folder, kind, group, target, name, subscription_id=None):
+    """The backups of this extension in folder, newest first (Azure's names are case-insensitive, file names not).
+    A backup of the same names in another subscription is another extension's."""
     found = []
     for path in glob.glob(os.path.join(folder, "*.json")):
         try:
@@ -251,6 +278,8 @@ def find_backups(folder, kind, group, target, name):
         except AzureOperationError:
             continue
         where = data.get("target") or {}
+        if subscription_id and (where.get("subscription_id") or subscription_id).lower() != subscription_id.lower():
+            continue
         if (where.get("kind") == kind and (where.get("resource_group") or "").lower() == group.lower()
                 and (where.get("name") or "").lower() == target.lower()
                 and (where.get("extension") or "").lower() == name.lower()):
@@ -258,18 +287,62 @@ def find_backups(folder, kind, group, target, name):
     return sorted(found, key=lambda data: data.get("created") or "", reverse=True)
 
 
-def restore_task(kind, group, target, name, path, secrets_needed):
-    """The task that restores an extension from a backup file, as YAML text a user can paste."""
+def restore_task(kind, group, target, name, path, secrets_needed, subscription_id=None):
+    """The task that restores an extension from a backup file, as YAML text a user can paste; it names the
+    subscription, so that it writes where the backup was taken whatever AZURE_SUBSCRIPTION_ID says."""
     module = "vmss_extension" if kind == "vmss" else "vm_extension"
     lines = ["- name: Restore extension %s from its backup" % name,
-             "  azure_vm.extensions.%s:" % module,
-             "    resource_group: %s" % json.dumps(group),
+             "  azure_vm.extensions.%s:" % module]
+    if subscription_id:
+        lines.append("    subscription_id: %s" % json.dumps(subscription_id))
+    lines += ["    resource_group: %s" % json.dumps(group),
              "    %s: %s" % ("vmss_name" if kind == "vmss" else "vm_name", json.dumps(target)),
              "    name: %s" % json.dumps(name),
              "    definition_from_backup: %s" % json.dumps(path)]
     if secrets_needed:
         lines.append("    protected_settings: \"{{ vault_protected_settings }}\"  # its protected settings (never saved)")
     return "\n".join(lines)
+
+
+class RerunLock(object):
+    """One rerun of an extension at a time: an exclusive lock on a file in the backup folder (the kernel releases it
+    when the process ends, also when it is killed). Its content says who holds it, for the refusal message."""
+
+    def __init__(self, folder, kind, subscription_id, group, target, name):
+        self.path = os.path.join(folder, ".%s_%s_%s_%s_%s.lock" % (
+            kind, _safe(subscription_id or "").lower(), _safe(group).lower(), _safe(target).lower(),
+            _safe(name).lower()))
+        self.handle = None
+
+    def acquire(self):
+        """True when this process holds the lock now; False when another rerun holds it."""
+        if fcntl is None:
+            return True
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": datetime.datetime.now(datetime.timezone.utc).isoformat()}))
+        handle.flush()
+        self.handle = handle
+        return True
+
+    def holder(self):
+        try:
+            with open(self.path) as handle:
+                return json.load(handle)
+        except (IOError, OSError, ValueError):
+            return {}
+
+    def release(self):
+        if self.handle is not None:
+            self.handle.close()  # closing the file releases the lock
+            self.handle = None
 
 
 # ---- the rerun -----------------------------------------------------------------------------------------------------
@@ -291,6 +364,10 @@ class ExtensionRerun(object):
         self.deadline = None  # the whole rerun's, started once the extension's type is known
         self.fingerprint_override = None
 
+    @property
+    def subscription_id(self):
+        return self.azure.connection.subscription_id
+
     def step(self, definition=None, wait=True):
         """present(definition) (or absent() without one) of a new state object on the rerun's deadline; its
         warnings reach the task's output."""
@@ -308,14 +385,33 @@ class ExtensionRerun(object):
 
     # ---- the parts -----------------------------------------------------------------------------------------------
     def run(self):
-        """The rerun's result; a failure carries `rerun` (outcome refused when nothing was written, else failed)."""
+        """The rerun's result; a failure carries `rerun` (outcome refused when nothing was written, else failed),
+        and, once a backup exists, the backup itself (never a secret) in rerun.backup: where the controller's disk
+        does not last (AWX), the task result and the job's artifacts keep what a restore needs."""
+        lock = None
+        if not self.azure.check_mode:
+            lock = RerunLock(ensure_folder(backup_dir(self.params), self.name), self.kind, self.subscription_id,
+                             self.group, self.target, self.name)
+            if not lock.acquire():
+                holder = lock.holder()
+                raise AzureOperationError(
+                    "another rerun of extension %s on %s in resource group %s is running (process %s on %s since %s); "
+                    "nothing was deleted or written. Run this one again once it has finished." % (
+                        self.name, self.where, self.group, holder.get("pid", "?"), holder.get("host", "?"),
+                        holder.get("since", "?")), error_code="RerunInProgress",
+                    rerun=self.outcome("refused", reason="rerun_in_progress"))
         try:
             return self.steps()
         except AzureOperationError as exc:
             if "rerun" not in exc.result:
                 exc.result["rerun"] = self.outcome("refused" if self.backup is None else "failed",
                                                    exc.msg.splitlines()[0] if exc.msg else "")
+            if self.backup is not None and exc.result["rerun"].get("outcome") not in ("refused",):
+                exc.result["rerun"].setdefault("backup", self.backup_data())
             raise
+        finally:
+            if lock is not None:
+                lock.release()
 
     def steps(self):
         if self.params.get("definition_from_backup"):
@@ -327,6 +423,9 @@ class ExtensionRerun(object):
         definition = self.merge(before)
         request = self.request(definition)
         stored = stored_fingerprint(self.kind, self.name, current, parent)
+        if not stored and self.fingerprint_override is None:
+            # Keep the extension's opt-out: reapplying supplied protected settings must not add a fingerprint tag.
+            request["protected_settings_fingerprint"] = False
         evidence = self.guard(definition, stored)
         self.precheck(parent)
         if self.azure.check_mode:
@@ -447,7 +546,8 @@ class ExtensionRerun(object):
     def recovery_error(self, what, exc):
         """The error after the delete: what failed, the backup, and the task that restores it."""
         needs = self.backup["protected_settings"]["needed_for_restore"]
-        task = restore_task(self.kind, self.group, self.target, self.name, self.backup["path"], needs)
+        task = restore_task(self.kind, self.group, self.target, self.name, self.backup["path"], needs,
+                            self.subscription_id)
         msg = ("rerun of extension %s on %s, method %s: %s: %s\n"
                "Its definition is saved in %s%s. Once the cause is fixed, restore it with this task (or run this "
                "rerun again: it finds the extension absent and restores it from the backup):\n%s" % (
@@ -459,7 +559,8 @@ class ExtensionRerun(object):
 
     # ---- absent extension and restores ----------------------------------------------------------------------------
     def absent_extension(self):
-        found = find_backups(backup_dir(self.params), self.kind, self.group, self.target, self.name)
+        found = find_backups(backup_dir(self.params), self.kind, self.group, self.target, self.name,
+                             self.subscription_id)
         if found and found[0].get("stage") in UNFINISHED:
             return self.restore(found[0], explicit=False)
         text = "extension %s not found on %s in resource group %s. Nothing was written." % (
@@ -468,7 +569,8 @@ class ExtensionRerun(object):
             needs = found[0]["protected_settings"]["needed_for_restore"]
             text += " Its newest backup is %s (from %s); to put it back:\n%s" % (
                 found[0]["path"], found[0].get("created"),
-                restore_task(self.kind, self.group, self.target, self.name, found[0]["path"], needs))
+                restore_task(self.kind, self.group, self.target, self.name, found[0]["path"], needs,
+                             self.subscription_id))
         else:
             module = "vmss_extension" if self.kind == "vmss" else "vm_extension"
             text += " To install it, use azure_vm.extensions.%s." % module
@@ -478,13 +580,15 @@ class ExtensionRerun(object):
         """Put the extension back from a backup: the same write as an ordinary task with that definition (so a
         second run changes nothing), refused when the backup says protected settings are needed and none are given."""
         where = backup.get("target") or {}
-        mine = dict(kind=self.kind, resource_group=self.group, name=self.target, extension=self.name)
-        wrong = [key for key in mine if (where.get(key) or "").lower() != (mine[key] or "").lower()]
+        mine = dict(kind=self.kind, subscription_id=self.subscription_id, resource_group=self.group, name=self.target,
+                    extension=self.name)
+        wrong = [key for key in mine if (where.get(key) or mine[key] or "").lower() != (mine[key] or "").lower()]
         if wrong:
             raise AzureOperationError("definition_from_backup: %s is the backup of extension %s on %s %s in resource "
-                                      "group %s, not of this task's (%s differ)" % (
+                                      "group %s of subscription %s, not of this task's (%s differ)" % (
                                           backup["path"], where.get("extension"), where.get("kind"), where.get("name"),
-                                          where.get("resource_group"), ", ".join(wrong)))
+                                          where.get("resource_group"), where.get("subscription_id"),
+                                          ", ".join(wrong)))
         self.backup = backup
         if explicit:
             self.method = "restore"
@@ -497,22 +601,32 @@ class ExtensionRerun(object):
                 "Pass them in protected_settings to restore it. Nothing was written." % (
                     "" if explicit else "an earlier rerun deleted ", self.name, self.where, backup["path"],
                     backup["protected_settings"]["evidence"]), rerun=self.outcome("refused", reason="protected_settings"))
-        result = self.step(self.request(definition), self.params["wait"])
-        if result.get("changed") and not self.azure.check_mode:
+        saved = backup["protected_settings"].get("fingerprint")
+        if supplied is not None and saved and not fingerprint_matches(supplied, saved):
+            raise AzureOperationError(
+                "refusing to restore extension %s on %s from %s: the protected_settings given differ from those it "
+                "had (the backup keeps their salted fingerprint). Nothing was written. Pass the same protected "
+                "settings; to change them, restore first, then apply the new ones with this module." % (
+                    self.name, self.where, backup["path"]), rerun=self.outcome("refused", reason="mismatch"))
+        request = self.request(definition)
+        if not backup["protected_settings"].get("fingerprint_tag", True) and self.fingerprint_override is None:
+            request["protected_settings_fingerprint"] = False  # it had no fingerprint tag: none is added
+        result = self.step(request, self.params["wait"])
+        if self.azure.check_mode:
+            return self.report(result, "planned" if result.get("changed") else "unchanged",
+                               backup.get("extension_definition"))
+        if result.get("changed"):
             self.stage(STAGE_RESTORED)
         outcome = "restored" if result.get("changed") else "unchanged"
-        if not explicit:
+        if not explicit and result.get("changed"):
             self.azure.warn("extension %s on %s was absent after an interrupted rerun; restored it from %s" % (
                 self.name, self.where, backup["path"]))
         return self.report(result, outcome, backup.get("extension_definition"))
 
     # ---- the backup file ------------------------------------------------------------------------------------------
     def save(self, current, before, definition, evidence, stored):
-        folder = backup_dir(self.params)
+        folder = ensure_folder(backup_dir(self.params), self.name)
         try:
-            if not os.path.isdir(folder):
-                os.makedirs(folder, 0o700)
-            os.chmod(folder, 0o700)
             now = datetime.datetime.now(datetime.timezone.utc) if hasattr(datetime, "timezone") \
                 else datetime.datetime.utcnow()
             path = os.path.join(folder, "%s_%s_%s_%s.json" % (_safe(self.group), _safe(self.target), _safe(self.name),
@@ -522,7 +636,7 @@ class ExtensionRerun(object):
                 "created": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "stage": STAGE_SAVED,
                 "method": self.method,
-                "target": dict(kind=self.kind, subscription_id=self.azure.connection.subscription_id,
+                "target": dict(kind=self.kind, subscription_id=self.subscription_id,
                                resource_group=self.group, name=self.target, extension=self.name),
                 "extension_id": current.get("id"),
                 "extension_definition": before,
@@ -532,17 +646,26 @@ class ExtensionRerun(object):
                     "saved": False,
                     "evidence": evidence,
                     "fingerprint_tag": bool(stored),
+                    # What lets a recovery prove it gets the same protected settings back: the salted fingerprint
+                    # Azure held, or one made now of the ones supplied (never the settings themselves).
+                    "fingerprint": stored or (fingerprint(self.params["protected_settings"])
+                                              if evidence == "supplied" else None),
                     "needed_for_restore": evidence in ("supplied", "fingerprint"),
                 },
             }
             backup["restore_task"] = restore_task(self.kind, self.group, self.target, self.name, path,
-                                                  backup["protected_settings"]["needed_for_restore"])
+                                                  backup["protected_settings"]["needed_for_restore"],
+                                                  self.subscription_id)
             write_json_0600(path, backup, create=True)
         except (IOError, OSError) as exc:
             raise AzureOperationError("cannot write the backup of extension %s to %s (set backup_dir to a writable "
                                       "directory): %s. Nothing was deleted or written." % (self.name, folder, exc))
         backup["path"] = path
         return backup
+
+    def backup_data(self):
+        """The backup as the task returns it: what definition_from_backup takes, never a secret."""
+        return dict((key, value) for key, value in (self.backup or {}).items())
 
     def stage(self, stage):
         if not self.backup:

@@ -71,6 +71,7 @@ FLEET_TASK_OPTIONS = dict(
         host=dict(type="str"),
         vm_name=dict(type="str"),
         resource_group=dict(type="str", required=True),
+        subscription_id=dict(type="str"),
         extensions=dict(type="list", elements="dict", default=[], options=FLEET_EXTENSION_OPTIONS,
                         **EXTENSION_OPTION_RULES),
         exclusive=dict(type="bool", default=False),
@@ -93,10 +94,11 @@ def removal_params(name):
 class Target(object):
     """One inventory host: its VM, declared extensions and what happened to it."""
 
-    def __init__(self, host, vm_name, resource_group, extensions, exclusive):
+    def __init__(self, host, vm_name, resource_group, extensions, exclusive, subscription_id=None):
         self.host = host
         self.vm_name = vm_name or host
         self.group = resource_group
+        self.subscription_id = subscription_id  # None: the connection's (subscription_id, AZURE_SUBSCRIPTION_ID)
         self.declared = list(extensions or [])
         self.exclusive = exclusive
         self.vm = None
@@ -133,6 +135,7 @@ class Target(object):
             "msg": msg,
             "vm_name": self.vm_name,
             "resource_group": self.group,
+            "subscription_id": self.subscription_id,
             "changes": self.changes,
             "summary": self.summary,
             "removed": self.removed,
@@ -182,10 +185,14 @@ class Fleet(FleetDriver):
             target.fail(azure_error(exc, "converging the extensions of VM %s" % target.vm_name))
 
     # ---- reads -------------------------------------------------------------------------------------------
+    def connection_of(self, target):
+        """The connection for the target's own subscription (one credential for all of them)."""
+        return self.connection.for_subscription(target.subscription_id or self.connection.subscription_id)
+
     def read_vm(self, target):
         with self._lock:
             self.reads += 1
-        return read_vm(self.connection, target.group, target.vm_name)
+        return read_vm(self.connection_of(target), target.group, target.vm_name)
 
     def plan(self, target):
         """First read of a VM, the last checks of its declarations, and its list of operations."""
@@ -209,8 +216,8 @@ class Fleet(FleetDriver):
         target.submitted = None
         while target.pending:
             state, params = target.pending.pop(0)
-            run = VmExtension(self.connection, target.group, target.vm_name, params["name"], self.deadline,
-                              self.check_mode, vm=target.vm)
+            run = VmExtension(self.connection_of(target), target.group, target.vm_name, params["name"],
+                              self.deadline, self.check_mode, vm=target.vm)
             try:
                 result = run.present(params, wait=False) if state == "present" else run.absent(wait=False)
             finally:
@@ -291,6 +298,8 @@ class Fleet(FleetDriver):
             self.reads += count
 
     def run(self):
+        for target in self.targets:
+            target.subscription_id = target.subscription_id or self.connection.subscription_id
         # One token up front, so the worker threads do not all race to fetch their own.
         self.connection.credential.get_token(self.connection.scope)
         self.pipeline = Pipeline(self, self.polling_interval, self.workers, progress=self.progress)
@@ -306,7 +315,7 @@ def fleet_task(azure):
         if params[option] is not None and params[option] < low:
             raise AzureOperationError("%s must be at least %s; got %r" % (option, low, params[option]))
     targets = [Target(item["host"] or item["vm_name"], item["vm_name"], item["resource_group"], item["extensions"],
-                      item["exclusive"]) for item in params["targets"]]
+                      item["exclusive"], item["subscription_id"]) for item in params["targets"]]
     hosts = [target.host for target in targets]
     duplicates = sorted(set(host for host in hosts if hosts.count(host) > 1))
     if duplicates:

@@ -107,6 +107,20 @@ def looks_settled(operation, status_entry):
     return view is not None and handler_state(view.get("statuses")) in TERMINAL_STATES
 
 
+class SweepScope(object):
+    """What the crossover rule knows of one subscription: how many VMs a List All sweep reads and in how many per
+    page (learned from the last sweep; before any sweep the fleet's own VMs there, ASSUMED_PAGE_SIZE per page), and
+    when the next sweep may start."""
+
+    def __init__(self):
+        self.vms = 0
+        self.page_size = ASSUMED_PAGE_SIZE
+        self.next_sweep = 0.0
+
+    def sweeps_pay(self, waiting):
+        return crossover(waiting, self.vms, self.page_size)
+
+
 class Pipeline(object):
     """Schedules a FleetDriver's targets on a thread pool and waits for them (this module's docstring)."""
 
@@ -120,8 +134,9 @@ class Pipeline(object):
         self.lock = threading.Condition()
         self.waiting = {}          # target -> time of its last GET (or of its submission)
         self.busy = 0              # jobs on the pool
-        self.vms_in_scope = len(fleet.targets)
-        self.page_size = ASSUMED_PAGE_SIZE
+        self.scopes = {}           # subscription -> SweepScope
+        for target in fleet.targets:
+            self.scope(target.subscription_id).vms += 1
         self.counts = {"submitted": 0, "succeeded": 0, "failed": 0}
         self.sweeps = 0
         self.list_reads = 0
@@ -171,11 +186,13 @@ class Pipeline(object):
         for target in targets:
             pool.submit(self._run, func, target)
 
+    def scope(self, subscription_id):
+        return self.scopes.setdefault((subscription_id or "").lower(), SweepScope())
+
     # ---- the watcher (this thread) -----------------------------------------------------------------------------
     def run(self):
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
             self._queue(pool, self._start, [t for t in self.fleet.targets if not t.failed])
-            next_sweep = self.clock()
             while True:
                 with self.lock:
                     if not self.waiting and not self.busy:
@@ -187,30 +204,41 @@ class Pipeline(object):
                 if expired:
                     self._queue(pool, self._expire, expired)
                     continue
-                if waiting and now >= next_sweep and crossover(len(waiting), self.vms_in_scope, self.page_size):
-                    found = self._sweep(dict(waiting))
-                    # At most half of the time in sweeps: a sweep of many pages also costs this process CPU.
-                    next_sweep = now + max(self.interval, 2 * (self.clock() - now))
-                    self._queue(pool, self._confirm, found)
+                by_subscription = {}
+                for target, last in waiting:
+                    by_subscription.setdefault((target.subscription_id or "").lower(), []).append((target, last))
+                swept = False
+                for subscription, items in by_subscription.items():
+                    scope = self.scope(subscription)
+                    if now >= scope.next_sweep and scope.sweeps_pay(len(items)):
+                        found = self._sweep(items[0][0].subscription_id, dict(items))
+                        # At most half of the time in sweeps: a sweep of many pages also costs this process CPU.
+                        scope.next_sweep = now + max(self.interval, 2 * (self.clock() - now))
+                        self._queue(pool, self._confirm, found)
+                        swept = True
+                if swept:
                     continue
-                due = [target for target, last in waiting if now - last >= self.interval and
-                       not crossover(len(waiting), self.vms_in_scope, self.page_size)]
+                due = [target for subscription, items in by_subscription.items()
+                       if not self.scope(subscription).sweeps_pay(len(items))
+                       for target, last in items if now - last >= self.interval]
                 if due:
                     self._queue(pool, self._confirm, due)
                     continue
+                next_sweep = min([self.scope(sub).next_sweep for sub in by_subscription] or [now])
                 with self.lock:
                     self.lock.wait(min(self.interval, max(next_sweep - now, 0.0)) or self.interval / 4.0)
         self._report(self.clock(), final=True)
 
-    def _sweep(self, waiting):
-        """One List All statusOnly=true sweep; returns the waiting targets whose operation looks over."""
+    def _sweep(self, subscription_id, waiting):
+        """One List All statusOnly=true sweep of a subscription; returns the waiting targets (all of that
+        subscription) whose operation looks over."""
         by_id = {}
         for target in waiting:
             by_id[("%s/%s" % (target.group, target.vm_name)).lower()] = target
         found, pages, seen = [], 0, 0
-        connection = self.fleet.connection
+        connection = self.fleet.connection.for_subscription(subscription_id)
         paged = connection.list_pages("compute", "/subscriptions/%s/providers/Microsoft.Compute/virtualMachines" % (
-            connection.subscription_id), {"api-version": SWEEP_API_VERSION, "statusOnly": "true"})
+            subscription_id), {"api-version": SWEEP_API_VERSION, "statusOnly": "true"})
         for page in paged:
             pages += 1
             for entry in page:
@@ -219,15 +247,16 @@ class Pipeline(object):
                 target = by_id.get(("%s/%s" % (ids.get("resourcegroups"), ids.get("virtualmachines"))).lower())
                 if target is not None and looks_settled(target.submitted, entry):
                     found.append(target)
+        scope = self.scope(subscription_id)
         with self.lock:
             self.sweeps += 1
             self.list_reads += pages
             self.fleet.count_reads(pages)
-            self.vms_in_scope = max(seen, 1)
+            scope.vms = max(seen, 1)
             if pages > 1:
-                self.page_size = max(-(-seen // pages), 1)
+                scope.page_size = max(-(-seen // pages), 1)
             elif pages == 1:
-                self.page_size = max(seen, 1)
+                scope.page_size = max(seen, 1)
         return found
 
     def _report(self, now, final=False):
@@ -235,6 +264,11 @@ class Pipeline(object):
             return
         self._last_progress = now
         with self.lock:
+            waiting = {}
+            for target in self.waiting:
+                key = (target.subscription_id or "").lower()
+                waiting[key] = waiting.get(key, 0) + 1
+            sweeping = any(self.scope(sub).sweeps_pay(count) for sub, count in waiting.items())
             self.progress("VM extensions: %d submitted, %d succeeded, %d failed, %d waiting (%s)" % (
                 self.counts["submitted"], self.counts["succeeded"], self.counts["failed"], len(self.waiting),
-                "list sweeps" if crossover(len(self.waiting), self.vms_in_scope, self.page_size) else "single reads"))
+                "list sweeps" if sweeping else "single reads"))

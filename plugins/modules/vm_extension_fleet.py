@@ -48,6 +48,13 @@ options:
         description: Resource group of the virtual machine.
         type: str
         required: true
+      subscription_id:
+        description:
+          - Subscription of the virtual machine. Defaults to the task's O(subscription_id) (or
+            E(AZURE_SUBSCRIPTION_ID)). VMs of several subscriptions are converged in one task with one credential.
+          - The C(extensions) role passes each inventory host's C(azure_subscription_id) here, so that a write
+            always lands in the subscription the inventory named.
+        type: str
       extensions:
         description:
           - The declared extensions, each with M(azure_vm.extensions.vm_extension)'s options (without
@@ -212,6 +219,9 @@ hosts:
   returned: always
   type: dict
   contains:
+    subscription_id:
+      description: The subscription the VM was addressed in.
+      type: str
     changed:
       description: Whether anything was written for this VM.
       type: bool

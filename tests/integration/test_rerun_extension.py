@@ -146,7 +146,8 @@ def test_delete_reapply_reads_deletes_then_puts_the_same_definition(run_playbook
     assert put["properties"]["autoUpgradeMinorVersion"] is True  # as the seed has it
     assert put["properties"]["settings"] == {"commandToExecute": "echo hello"}
     assert put["properties"]["protectedSettings"] == {"storageAccountKey": "***"}
-    assert put["tags"][FINGERPRINT_TAG].startswith("v")  # the supplied secrets get their fingerprint
+    # The seeded extension carries no fingerprint tag (written without one): the reapply keeps it that way.
+    assert FINGERPRINT_TAG not in (put.get("tags") or {})
 
     result = result_of(run)
     assert result["outcome"] == "succeeded" and result["method"] == "delete_reapply"
@@ -436,8 +437,7 @@ def test_reapply_refused_by_azure_then_the_advice_in_the_message_restores_it(run
     restore = yaml.safe_dump([{"name": "restore", "hosts": "localhost", "gather_facts": False, "tasks": tasks}])
     first = run_playbook(restore, expect_rc=0)
     assert first.task(tasks[0]["name"])["changed"] is True
-    assert definition(vm_extension_now(run_playbook, "vm-web-01")) == dict(definition(before), tags={
-        FINGERPRINT_TAG: vm_extension_now(run_playbook, "vm-web-01")["tags"][FINGERPRINT_TAG]})
+    assert definition(vm_extension_now(run_playbook, "vm-web-01")) == definition(before)  # no tag added either
     assert json.loads(backup.read_text())["stage"] == "restored"
     writes = len(emulator.writes())
     second = run_playbook(restore, expect_rc=0)
@@ -587,3 +587,117 @@ def test_module_rerun_with_a_declared_definition_and_bad_input(run_playbook, emu
     assert result["before"]["settings"] == {"commandToExecute": "echo hello"}
     assert result["extension"]["settings"] == {"commandToExecute": "echo declared"}
     assert methods(list(emulator.writes())) == ["DELETE", "PUT"]
+
+
+# ---- issue 23: recovery without gaps ------------------------------------------------------------------------------
+def interrupted_rerun(run_playbook, emulator, tmp_path, vm="vm-web-02"):
+    """vm's customScript with protected settings (and so a fingerprint tag), then a rerun whose reapply Azure
+    refuses once: the extension is deleted and its backup unfinished, as after a kill between DELETE and PUT."""
+    install_vm(run_playbook, vm, settings={"commandToExecute": "echo restore-me"},
+               protected_settings={"commandToExecute": "echo " + SECRET})
+    emulator.faults([{"match": {"method": "PUT", "path": "/virtualMachines/%s/extensions/customScript$" % vm},
+                      "respond": {"status": 403, "body": {"error": {"code": "RequestDisallowedByPolicy",
+                                                                    "message": "denied by policy"}}},
+                      "times": 1}])
+    variables = role_vars(tmp_path, rerun_extension_vm_name=vm,
+                          rerun_extension_protected_settings={"commandToExecute": "echo " + SECRET})
+    failed = run_playbook(role_play(**variables))
+    assert failed.rc != 0 and "RequestDisallowedByPolicy" in summary_of(failed)
+    assert vm_extension_now(run_playbook, vm) is None
+    assert json.loads(backups(tmp_path)[0].read_text())["stage"] == "reapply_failed"
+    return variables, failed
+
+
+def test_recovery_refuses_protected_settings_other_than_those_it_deleted(run_playbook, emulator, tmp_path):
+    variables, dummy = interrupted_rerun(run_playbook, emulator, tmp_path)
+    saved = json.loads(backups(tmp_path)[0].read_text())["protected_settings"]
+    assert saved["fingerprint"].startswith("v2$") and SECRET not in json.dumps(saved)
+    writes = len(emulator.writes())
+    wrong = run_playbook(role_play(**dict(variables, rerun_extension_protected_settings={
+        "commandToExecute": "echo a-different-secret"})))
+    assert wrong.rc != 0
+    assert "differ from those it had" in summary_of(wrong) and "outcome=refused" in summary_of(wrong)
+    assert len(emulator.writes()) == writes and vm_extension_now(run_playbook, "vm-web-02") is None
+    right = run_playbook(role_play(**variables), expect_rc=0)
+    assert "outcome=restored" in summary_of(right)
+    assert vm_extension_now(run_playbook, "vm-web-02")["settings"] == {"commandToExecute": "echo restore-me"}
+    writes = len(emulator.writes())
+    again = run_playbook(role_play(**dict(variables, rerun_extension_method="force_update_tag")), expect_rc=0)
+    assert "outcome=succeeded" in summary_of(again)  # an ordinary rerun now; the backup is finished
+    assert [w["method"] for w in emulator.writes()[writes:]] == ["PUT"]
+
+
+def test_check_mode_over_an_interrupted_rerun_plans_and_writes_nothing(run_playbook, emulator, tmp_path):
+    variables, dummy = interrupted_rerun(run_playbook, emulator, tmp_path)
+    writes = len(emulator.writes())
+    run = run_playbook(role_play(**variables), check=True, verbosity=1)
+    assert run.rc == 0, run.stdout[-3000:]
+    assert "outcome=planned" in run.stdout and "outcome=restored" not in run.stdout
+    assert "restored it from" not in run.stdout + run.stderr
+    assert len(emulator.writes()) == writes and vm_extension_now(run_playbook, "vm-web-02") is None
+    assert json.loads(backups(tmp_path)[0].read_text())["stage"] == "reapply_failed"
+
+
+def test_a_rerun_keeps_the_fingerprint_opt_out(run_playbook, emulator, tmp_path):
+    install_vm(run_playbook, "vm-web-02", protected_settings={"commandToExecute": "echo " + SECRET},
+               protected_settings_fingerprint=False)
+    assert FINGERPRINT_TAG not in (vm_extension_now(run_playbook, "vm-web-02")["tags"] or {})
+    start = len(emulator.writes())
+    run = run_playbook(role_play(**role_vars(tmp_path, rerun_extension_vm_name="vm-web-02",
+                                             rerun_extension_protected_settings={
+                                                 "commandToExecute": "echo " + SECRET})), expect_rc=0)
+    assert "outcome=succeeded" in summary_of(run)
+    puts = [w for w in emulator.writes()[start:] if w["method"] == "PUT"]
+    assert len(puts) == 1 and FINGERPRINT_TAG not in (puts[0]["body"].get("tags") or {})
+    assert FINGERPRINT_TAG not in (vm_extension_now(run_playbook, "vm-web-02")["tags"] or {})
+    assert json.loads(backups(tmp_path)[0].read_text())["protected_settings"]["fingerprint_tag"] is False
+
+
+def test_a_second_rerun_of_the_same_extension_is_refused_while_the_first_runs(
+        run_playbook, emulator, tmp_path, ansible_env):
+    emulator.settings(delete_duration_s=4)  # holds the first rerun inside its delete
+    variables = role_vars(tmp_path, rerun_extension_protected_settings={"storageAccountKey": SECRET})
+    path = tmp_path / "first.yml"
+    path.write_text(role_play(**variables))
+    env = dict(ansible_env, **emulator.env)
+    env.update(AZURE_POLLING_INTERVAL="0.2", ANSIBLE_STDOUT_CALLBACK="json_results")
+    first = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), str(path), "-i", "localhost,", "-c", "local"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [r for r in emulator.writes() if r["method"] == "DELETE"]:
+            assert first.poll() is None, "the first rerun ended before its DELETE"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = run_playbook(role_play(**variables))
+        assert second.rc != 0
+        line = summary_of(second)
+        assert "another rerun of extension customScript on VM vm-web-01" in line and "outcome=refused" in line
+        assert "process %d" % first.pid not in line  # the lock names the module's process, not the playbook's
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            kill_tree(first.pid)
+    assert first.returncode == 0, out[-3000:] + err[-2000:]
+    assert [w["method"] for w in emulator.writes()] == ["DELETE", "PUT"]  # nothing deleted twice
+    assert vm_extension_now(run_playbook, "vm-web-01")["provisioning_state"] == "Succeeded"
+
+
+def test_awx_recovery_from_the_task_result_when_the_backup_file_is_gone(run_playbook, emulator, tmp_path):
+    """An AWX job container forgets its disk: the failed rerun's result carries the backup (never a secret), and
+    definition_from_backup takes it as it is; a second restore changes nothing."""
+    variables, failed = interrupted_rerun(run_playbook, emulator, tmp_path)
+    backup = result_of(failed)["backup"]
+    assert backup["stage"] == "reapply_failed" and backup["definition"]["publisher"] == "Microsoft.Azure.Extensions"
+    assert SECRET not in json.dumps(backup) and SECRET not in failed.stdout
+    for path in backups(tmp_path):
+        path.unlink()  # the next job runs in a fresh container
+    restore = playbook({"name": "restore", "azure_vm.extensions.vm_extension": {
+        "resource_group": RG, "vm_name": "vm-web-02", "name": "customScript", "definition_from_backup": backup,
+        "protected_settings": {"commandToExecute": "echo " + SECRET}, "backup_dir": str(tmp_path / "backups")}})
+    first = run_playbook(restore, expect_rc=0)
+    assert first.task("restore")["changed"] is True and first.task("restore")["rerun"]["outcome"] == "restored"
+    assert vm_extension_now(run_playbook, "vm-web-02")["settings"] == {"commandToExecute": "echo restore-me"}
+    writes = len(emulator.writes())
+    second = run_playbook(restore, expect_rc=0)
+    assert second.task("restore")["changed"] is False and len(emulator.writes()) == writes

@@ -95,6 +95,38 @@ def test_restore_task_is_valid_yaml_naming_the_backup():
         "definition_from_backup": "/home/u/b/rg_x.json", "protected_settings": "{{ vault_protected_settings }}"}
     plain = yaml.safe_load(rr.restore_task("vm", "rg", "vm-1", "cs", "/b.json", False))[0]
     assert "protected_settings" not in plain["azure_vm.extensions.vm_extension"]
+    named = yaml.safe_load(rr.restore_task("vm", "rg", "vm-1", "cs", "/b.json", False, "sub-b"))[0]
+    assert named["azure_vm.extensions.vm_extension"]["subscription_id"] == "sub-b"  # never the default's
+
+
+def test_backups_of_the_same_names_in_another_subscription_are_not_this_extensions(tmp_path):
+    for number, subscription in enumerate(("sub-a", "sub-b")):
+        rr.write_json_0600(str(tmp_path / ("b%d.json" % number)), {
+            "format": rr.BACKUP_FORMAT, "created": "2026-01-0%dT00:00:00Z" % (number + 1), "stage": "deleted",
+            "target": {"kind": "vm", "subscription_id": subscription, "resource_group": "rg", "name": "vm-1",
+                       "extension": "cs"}}, create=True)
+    found = rr.find_backups(str(tmp_path), "vm", "RG", "vm-1", "cs", "SUB-A")
+    assert [b["target"]["subscription_id"] for b in found] == ["sub-a"]
+    assert len(rr.find_backups(str(tmp_path), "vm", "rg", "vm-1", "cs")) == 2
+
+
+def test_one_rerun_of_an_extension_at_a_time(tmp_path):
+    first = rr.RerunLock(str(tmp_path), "vm", "sub-a", "rg", "vm-1", "cs")
+    second = rr.RerunLock(str(tmp_path), "vm", "SUB-A", "RG", "vm-1", "CS")  # Azure's names: case-insensitive
+    other = rr.RerunLock(str(tmp_path), "vm", "sub-b", "rg", "vm-1", "cs")
+    assert first.acquire() and not second.acquire() and other.acquire()
+    assert second.holder()["pid"] == os.getpid()
+    first.release()
+    assert second.acquire()
+    second.release()
+    other.release()
+
+
+def test_a_backup_returned_in_a_task_result_is_a_backup(tmp_path):
+    data = {"format": rr.BACKUP_FORMAT, "target": {"kind": "vm"}, "definition": {}}
+    assert rr.load_backup(data)["path"] == "(the backup given in definition_from_backup)"
+    with pytest.raises(AzureOperationError, match="not a backup written by an extension rerun"):
+        rr.load_backup({"format": "something else"})
 
 
 def test_default_backup_dir_is_under_the_users_home(monkeypatch, tmp_path):
