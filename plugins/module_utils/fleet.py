@@ -292,7 +292,7 @@ class Fleet(FleetDriver):
 
     def run(self):
         # One token up front, so the worker threads do not all race to fetch their own.
-        self.connection.credential.get_token(self.connection.scope)
+        self.connection.get_token()
         self.pipeline = Pipeline(self, self.polling_interval, self.workers, progress=self.progress)
         self.pipeline.run()
         return max([target.operations for target in self.targets] or [0])
