@@ -141,8 +141,8 @@ def test_uniform_only_operations_answer_as_on_flexible(flex):
         client.virtual_machine_scale_set_vms.get(RG, "vmss-flex", "0")
     # The VMSS VM list works on Flexible: the instances' names as instance ids, never an instance view.
     listed = list(client.virtual_machine_scale_set_vms.list(RG, "vmss-flex", expand="instanceView"))
-    assert sorted((vm.name, vm.instance_id) for vm in listed) == sorted((n, n) for n in instances(client, flex,
-                                                                                                 "vmss-flex"))
+    names = sorted(instances(client, flex, "vmss-flex"))
+    assert sorted((vm.name, vm.instance_id) for vm in listed) == [(n, n) for n in names]
     assert all(vm.instance_view is None and vm.resources is None for vm in listed)
     # The same calls on the Uniform scale set still answer as before.
     assert client.virtual_machine_scale_sets.get_instance_view(RG, "vmss-uniform").virtual_machine is not None

@@ -2,18 +2,19 @@
 the model, and the Uniform-only operations answer as Azure answers them on a Flexible scale set.
 
 Every behaviour here comes from tests/data/flexible-scale-sets.md (facts with their sources; "thin" where no
-source states it exactly). The routes registered here come before vmss.py's and hand Uniform scale sets back to
-vmss.py unchanged.
+source states it exactly). The routes registered here come before scale_sets.py's and hand Uniform scale sets back to
+scale_sets.py unchanged.
 """
 import copy
 
-from . import handlers, vmss
+from . import handlers
+from . import vmss as scale_sets  # the Uniform implementation; `vmss` is the route's scale-set name here
 from .arm import COMPUTE
 from .errors import ArmError, not_found
 from .state import FLEXIBLE, ORCHESTRATION_MODES, UNIFORM, has_health_extension, new_flexible_vm
 from .validation import required_missing
 
-VMSS_VM_TYPE = f"{vmss.VMSS_TYPE}/virtualMachines"
+VMSS_VM_TYPE = f"{scale_sets.VMSS_TYPE}/virtualMachines"
 
 
 def is_flexible(ss):
@@ -56,7 +57,7 @@ def set_orchestration(ss, orchestration, props):
 
 
 def set_capacity(ctx, ss, capacity):
-    """sku.capacity of a Flexible scale set: new VMs (which get the model, vmss.py schedules it) or, scaling in,
+    """sku.capacity of a Flexible scale set: new VMs (which get the model, scale_sets.py schedules it) or, scaling in,
     the newest VMs deleted with their extensions. Returns the added VMs."""
     while len(ss.instances) > capacity:
         vm = ss.instances.pop()
@@ -72,7 +73,7 @@ def set_capacity(ctx, ss, capacity):
 
 # --- the model applied to an instance ---------------------------------------------------------------------------
 def upgraded_vm_extensions(ctx, ss, vm, at, model):
-    """vmss.py's upgrade step for a Flexible instance: the model's extensions applied to the VM as extension writes
+    """scale_sets.py's upgrade step for a Flexible instance: the model's extensions applied to the VM as extension writes
     would apply them (tests/data/flexible-scale-sets.md, section 4, thin): an identical definition does not rerun the
     handler; an extension the VM got from the model and the model no longer has is removed; extensions written on
     the VM itself and absent from the model stay. Handlers run under the VM's name, like any VM's."""
@@ -100,13 +101,13 @@ def upgraded_vm_extensions(ctx, ss, vm, at, model):
 
 
 # --- Uniform-only operations ------------------------------------------------------------------------------------
-def scale_set_instance_view(ctx, sub, rg, vmss_name):
+def scale_set_instance_view(ctx, sub, rg, vmss):
     """GET {scale set}/instanceView: "VMSS Get Instance View | No" on Flexible (orch-modes); the reported error
     begins "Operation 'VirtualMachineScaleSets.instanceView.GET' is not allowed on Virtual Machine Scale Set"
     (nomad-1096). 409 and the end of the message are the emulator's (thin)."""
-    ss = vmss.find_scale_set(ctx, rg, vmss_name)
+    ss = scale_sets.find_scale_set(ctx, rg, vmss)
     if not is_flexible(ss):
-        return vmss.scale_set_instance_view(ctx, sub, rg, vmss_name)
+        return scale_sets.scale_set_instance_view(ctx, sub, rg, vmss)
     raise ArmError(409, "OperationNotAllowed",
                    f"Operation 'VirtualMachineScaleSets.instanceView.GET' is not allowed on Virtual Machine Scale Set "
                    f"'{ss.name}' since it is in Flexible orchestration mode.")
@@ -116,14 +117,14 @@ def _instance_reference(ss, vm):
     """A Flexible instance as VMSS VMs - List gives it: "a list of scale sets VM IDs" (orch-modes), read by clients
     as name and instanceId (= the VM name) only (nomad-1106, steampipe-829). The exact item shape is not published
     (thin): no instanceView, latestModelApplied or resources[] here; the VM APIs have them."""
-    return {"name": vm.name, "instanceId": vm.name, "id": f"{vmss.vmss_id(ss)}/virtualMachines/{vm.name}",
+    return {"name": vm.name, "instanceId": vm.name, "id": f"{scale_sets.vmss_id(ss)}/virtualMachines/{vm.name}",
             "type": VMSS_VM_TYPE, "location": vm.location, "properties": {"vmId": vm.vm_id}}
 
 
-def list_instances(ctx, sub, rg, vmss_name):
-    ss = vmss.find_scale_set(ctx, rg, vmss_name)
+def list_instances(ctx, sub, rg, vmss):
+    ss = scale_sets.find_scale_set(ctx, rg, vmss)
     if not is_flexible(ss):
-        return vmss.list_instances(ctx, sub, rg, vmss_name)
+        return scale_sets.list_instances(ctx, sub, rg, vmss)
     return 200, ctx.page([_instance_reference(ss, vm) for vm in ss.instances])
 
 
@@ -134,34 +135,27 @@ def _refuse_instance(ss, instance_id):
     if not instance_id.isdigit():
         raise ArmError(400, "InvalidParameter", "Virtual Machine Scale Set VM instanceId must be a number.",
                        target="instanceId")
-    raise not_found(f"{vmss.VMSS_TYPE}/{ss.name}/virtualMachines", instance_id, ss.rg)
+    raise not_found(f"{scale_sets.VMSS_TYPE}/{ss.name}/virtualMachines", instance_id, ss.rg)
 
 
 def _per_instance(uniform):
-    def handler(ctx, sub, rg, vmss, instance_id, **rest):  # pylint: disable=redefined-outer-name
-        ss = _scale_set(ctx, rg, vmss)
+    """A VMSS VM route: refused on a Flexible scale set, vmss.py's `uniform` handler otherwise."""
+    def handler(ctx, sub, rg, vmss, instance_id, **rest):
+        ss = scale_sets.find_scale_set(ctx, rg, vmss)
         if is_flexible(ss):
             _refuse_instance(ss, instance_id)
         return uniform(ctx, sub, rg, vmss, instance_id, **rest)
     return handler
 
 
-def _scale_set(ctx, rg, name):
-    return vmss.find_scale_set(ctx, rg, name)
-
-
 def register(router):
     ss = rf"{COMPUTE}/virtualMachineScaleSets/(?P<vmss>[^/]+)"
     instance = rf"{ss}/virtualMachines/(?P<instance_id>[^/]+)"
-
-    def by_name(func):  # the router passes the scale set as `vmss`
-        return lambda ctx, sub, rg, vmss: func(ctx, sub, rg, vmss)  # pylint: disable=redefined-outer-name
-
-    router.add("GET", rf"{ss}/instanceView", by_name(scale_set_instance_view), vmss.VMSS_TYPE)
-    router.add("GET", rf"{ss}/virtualMachines", by_name(list_instances), VMSS_VM_TYPE)
-    router.add("GET", instance, _per_instance(vmss.get_instance), VMSS_VM_TYPE)
-    router.add("GET", rf"{instance}/instanceView", _per_instance(vmss.get_instance_view), VMSS_VM_TYPE)
-    router.add("GET", rf"{instance}/extensions", _per_instance(vmss.list_instance_extensions),
+    router.add("GET", rf"{ss}/instanceView", scale_set_instance_view, scale_sets.VMSS_TYPE)
+    router.add("GET", rf"{ss}/virtualMachines", list_instances, VMSS_VM_TYPE)
+    router.add("GET", instance, _per_instance(scale_sets.get_instance), VMSS_VM_TYPE)
+    router.add("GET", rf"{instance}/instanceView", _per_instance(scale_sets.get_instance_view), VMSS_VM_TYPE)
+    router.add("GET", rf"{instance}/extensions", _per_instance(scale_sets.list_instance_extensions),
                f"{VMSS_VM_TYPE}/extensions")
-    router.add("GET", rf"{instance}/extensions/(?P<name>[^/]+)", _per_instance(vmss.get_instance_extension),
+    router.add("GET", rf"{instance}/extensions/(?P<name>[^/]+)", _per_instance(scale_sets.get_instance_extension),
                f"{VMSS_VM_TYPE}/extensions")
