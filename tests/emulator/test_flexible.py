@@ -64,7 +64,8 @@ def test_scale_set_reports_its_orchestration_mode(flex):
     client = compute(flex)
     flexible = client.virtual_machine_scale_sets.get(RG, "vmss-flex")
     assert (flexible.orchestration_mode, flexible.platform_fault_domain_count) == ("Flexible", 1)
-    assert (flexible.upgrade_policy.mode, flexible.sku.capacity, flexible.single_placement_group) == ("Manual", 3, False)
+    assert flexible.upgrade_policy.mode == "Manual" and flexible.sku.capacity == 3
+    assert flexible.single_placement_group is False
     assert [e.name for e in flexible.virtual_machine_profile.extension_profile.extensions] == ["monitor"]
     uniform = client.virtual_machine_scale_sets.get(RG, "vmss-uniform")
     assert uniform.orchestration_mode == "Uniform" and uniform.platform_fault_domain_count is None

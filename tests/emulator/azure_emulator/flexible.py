@@ -2,8 +2,8 @@
 the model, and the Uniform-only operations answer as Azure answers them on a Flexible scale set.
 
 Every behaviour here comes from tests/data/flexible-scale-sets.md (facts with their sources; "thin" where no
-source states it exactly). The routes registered here come before scale_sets.py's and hand Uniform scale sets back to
-scale_sets.py unchanged.
+source states it exactly). The routes registered here come before vmss.py's and hand Uniform scale sets back to
+vmss.py unchanged.
 """
 import copy
 
@@ -57,7 +57,7 @@ def set_orchestration(ss, orchestration, props):
 
 
 def set_capacity(ctx, ss, capacity):
-    """sku.capacity of a Flexible scale set: new VMs (which get the model, scale_sets.py schedules it) or, scaling in,
+    """sku.capacity of a Flexible scale set: new VMs (which get the model, vmss.py schedules it) or, scaling in,
     the newest VMs deleted with their extensions. Returns the added VMs."""
     while len(ss.instances) > capacity:
         vm = ss.instances.pop()
@@ -73,7 +73,7 @@ def set_capacity(ctx, ss, capacity):
 
 # --- the model applied to an instance ---------------------------------------------------------------------------
 def upgraded_vm_extensions(ctx, ss, vm, at, model):
-    """scale_sets.py's upgrade step for a Flexible instance: the model's extensions applied to the VM as extension writes
+    """vmss.py's upgrade step for a Flexible instance: the model's extensions applied to the VM as extension writes
     would apply them (tests/data/flexible-scale-sets.md, section 4, thin): an identical definition does not rerun the
     handler; an extension the VM got from the model and the model no longer has is removed; extensions written on
     the VM itself and absent from the model stay. Handlers run under the VM's name, like any VM's."""
