@@ -120,10 +120,13 @@ def _latest_extension_versions(ctx, ss, instance, at):
         latest = handlers.handler_version(ctx.state, ss.location, ext.props)
         if not ext.props.get("enableAutomaticUpgrade") or (ext.run.version or latest) == latest:
             continue
-        # A Flexible instance is a VM: its handler runs (and its `extension` faults match) under the VM's name.
-        target = instance.name if ss.orchestration_mode == FLEXIBLE else f"{ss.name}/{instance.instance_id}"
+        # A Flexible instance is a VM: its handler runs (and its `extension` faults match) under the VM's name, with
+        # the VM's own agent.
+        flexible = ss.orchestration_mode == FLEXIBLE
+        target = instance.name if flexible else f"{ss.name}/{instance.instance_id}"
+        agent = instance.agent_status if flexible else ss.agent_status
         run = handlers.start_run(ctx.state, target, ext.name, ext.props, ss.os_type,
-                                 "Updating", at, agent_ready=ss.agent_status == "Ready")
+                                 "Updating", at, agent_ready=agent == "Ready")
         run.version = latest
         upgraded = copy.copy(ext)
         upgraded.run = run
