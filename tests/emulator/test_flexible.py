@@ -314,3 +314,22 @@ def test_extension_rolling_upgrade_on_flexible_moves_opted_in_extensions(flex):
     assert set(versions().values()) == {"2.0.12"}
     assert all(ext_codes(vm)["health"] == "ProvisioningState/succeeded"
                for vm in instances(client, flex, "vmss-flex-rolling").values())
+
+
+def test_vm_extension_written_while_its_batch_waits_stays_when_the_batch_lands(flex):
+    """A Rolling rollout reaches the third VM two batches later; a VM extension written on that VM meanwhile (the VM
+    API) is neither lost nor undone when the batch lands. The clock is moved by the test, not by real time."""
+    flex.settings(time_scale=1e-6)
+    client = compute(flex)
+    names = [vm.name for vm in client.virtual_machine_scale_set_vms.list(RG, "vmss-flex-rolling")]  # batch order
+    poller = client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-flex-rolling", "cs", CS)
+    assert "cs" not in ext_codes(instances(client, flex, "vmss-flex-rolling")[names[2]])  # its batch waits
+    own = {"location": "westeurope", "properties": {"publisher": "Microsoft.OSTCExtensions",
+                                                    "type": "VMAccessForLinux", "typeHandlerVersion": "1.5"}}
+    written = client.virtual_machine_extensions.begin_create_or_update(RG, names[2], "access", own)
+    flex._call("POST", "clock", {"advance_s": 10})  # pylint: disable=protected-access
+    assert written.result().provisioning_state == "Succeeded"
+    assert poller.result().provisioning_state == "Succeeded"
+    succeeded = "ProvisioningState/succeeded"
+    assert ext_codes(instances(client, flex, "vmss-flex-rolling")[names[2]]) == {
+        "health": succeeded, "access": succeeded, "cs": succeeded}

@@ -80,10 +80,12 @@ def settle(vm, now):
     """Apply what the clock decided: extensions whose delete finished are gone."""
     for key in [k for k, ext in vm.extensions.items() if ext.deleting_until is not None and now >= ext.deleting_until]:
         del vm.extensions[key]
-    # A Flexible instance's share of a scale-set upgrade (vmss.py schedules it) takes effect when its time comes.
+    # A Flexible instance's share of a scale-set upgrade (vmss.py schedules it) takes effect when its time comes;
+    # a model upgrade (flexible.ScheduledExtensions) keeps what the VM API wrote on the VM meanwhile.
     while vm.pending and vm.pending[0][0] <= now:
         dummy, version, extensions = vm.pending.pop(0)
-        vm.model_version, vm.extensions = version, extensions
+        landed = getattr(extensions, "landed", None)
+        vm.model_version, vm.extensions = version, (landed(vm.extensions) if landed else extensions)
 
 
 def find_vm(ctx, rg, name):

@@ -72,6 +72,25 @@ def set_capacity(ctx, ss, capacity):
 
 
 # --- the model applied to an instance ---------------------------------------------------------------------------
+class ScheduledExtensions(dict):
+    """What a scheduled upgrade leaves on a VM, remembering the VM's extensions when it was scheduled: when a later
+    batch lands (compute.settle), an extension written or deleted through the VM API in between stays as written."""
+
+    def __init__(self, result, before):
+        super().__init__(result)
+        self.before = dict(before)
+
+    def landed(self, current):
+        merged = dict(self)
+        for key, ext in current.items():
+            if self.before.get(key) is not ext:
+                merged[key] = ext
+        for key, ext in self.before.items():
+            if key not in current and merged.get(key) is ext:
+                del merged[key]
+        return merged
+
+
 def upgraded_vm_extensions(ctx, ss, vm, at, model):
     """vmss.py's upgrade step for a Flexible instance: the model's extensions applied to the VM as extension writes
     would apply them (tests/data/flexible-scale-sets.md, section 4, thin): an identical definition does not rerun the
@@ -97,7 +116,7 @@ def upgraded_vm_extensions(ctx, ss, vm, at, model):
             failures.append((model_ext, run))
     ends = [e.run.end for e in result.values() if e.run.start == at]
     end = None if None in ends else max(ends, default=at)
-    return result, failures, end, ss.model_version
+    return ScheduledExtensions(result, vm.extensions), failures, end, ss.model_version
 
 
 # --- Uniform-only operations ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from . import handlers
 from .arm import COMPUTE, SUB, busy, conflict, lookup
 from .compute import (check_extension_body, check_one_per_handler, check_property_change, unchanged,
                       written_extension)
+from .compute import settle as settle_vm
 from .errors import ArmError, not_found
 from .state import FLEXIBLE, HandlerRun, Instance, ScaleSet
 from .validation import required_missing, validate_model
@@ -29,6 +30,10 @@ def settle(ss, now):
     """Apply upgrades whose start time has come and drop model extensions whose delete finished."""
     for key in [k for k, e in ss.extensions.items() if e.deleting_until is not None and now >= e.deleting_until]:
         del ss.extensions[key]
+    if ss.orchestration_mode == FLEXIBLE:  # the instances are VMs: settled as VMs (compute.settle)
+        for vm in ss.instances:
+            settle_vm(vm, now)
+        return
     for instance in ss.instances:
         while instance.pending and instance.pending[0][0] <= now:
             dummy, version, extensions = instance.pending.pop(0)
