@@ -501,4 +501,3 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if update_cache:
             self._cache[cache_key] = records
         self._populate(records)
-
