@@ -358,7 +358,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             raise AnsibleParserError("%s: %s" % (self.NAME, exc))
         # One token before the parallel lists (each would fetch its own), and a clear error when there is none.
         try:
-            connection.credential.get_token(connection.scope)
+            connection.get_token()
         except AzureError as exc:
             raise AnsibleParserError("%s: no usable Azure credentials (auth_source=%s): %s" % (
                 self.NAME, connection.auth_source, exc))
@@ -501,4 +501,3 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if update_cache:
             self._cache[cache_key] = records
         self._populate(records)
-

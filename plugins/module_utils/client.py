@@ -108,6 +108,18 @@ class AzureConnection(object):
         self._clients = {}
         self._lock = threading.Lock()  # the fleet's and the inventory's threads ask for clients at once
 
+    def get_token(self):
+        """The ARM token, once: a prefetch in flight is waited for (its token is in the credential's cache), so that
+        callers that fetch it up front (the fleet, the inventory, before their threads start) do not ask twice."""
+        with self._lock:
+            self._join_prefetch()
+        return self.credential.get_token(self.scope)
+
+    def _join_prefetch(self):
+        if self._prefetch is not None:
+            self._prefetch.join()  # the token is in the credential's cache now: no second token request
+            self._prefetch = None
+
     @property
     def scheduler(self):
         """The throttling scheduler of a paced connection, else None."""
@@ -131,9 +143,7 @@ class AzureConnection(object):
         if name not in self._clients:
             module_name, class_name, dummy = SDK_CLIENTS[name]
             factory = getattr(importlib.import_module(module_name), class_name)
-            if self._prefetch is not None:
-                self._prefetch.join()  # the token is in the credential's cache now: no second token request
-                self._prefetch = None
+            self._join_prefetch()
             kwargs = dict(self._transport)
             if self.pacing is not None:
                 kwargs["per_retry_policies"] = [self.pacing]

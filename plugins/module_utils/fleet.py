@@ -301,7 +301,7 @@ class Fleet(FleetDriver):
         for target in self.targets:
             target.subscription_id = target.subscription_id or self.connection.subscription_id
         # One token up front, so the worker threads do not all race to fetch their own.
-        self.connection.credential.get_token(self.connection.scope)
+        self.connection.get_token()
         self.pipeline = Pipeline(self, self.polling_interval, self.workers, progress=self.progress)
         self.pipeline.run()
         return max([target.operations for target in self.targets] or [0])

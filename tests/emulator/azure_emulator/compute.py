@@ -80,6 +80,12 @@ def settle(vm, now):
     """Apply what the clock decided: extensions whose delete finished are gone."""
     for key in [k for k, ext in vm.extensions.items() if ext.deleting_until is not None and now >= ext.deleting_until]:
         del vm.extensions[key]
+    # A Flexible instance's share of a scale-set upgrade (vmss.py schedules it) takes effect when its time comes;
+    # a model upgrade (flexible.ScheduledExtensions) keeps what the VM API wrote on the VM meanwhile.
+    while vm.pending and vm.pending[0][0] <= now:
+        dummy, version, extensions = vm.pending.pop(0)
+        landed = getattr(extensions, "landed", None)
+        vm.model_version, vm.extensions = version, (landed(vm.extensions) if landed else extensions)
 
 
 def find_vm(ctx, rg, name):
@@ -101,7 +107,7 @@ def instance_view(ctx, vm):
     windows = vm.os_type == "Windows"
     power = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}
     view = {
-        "computerName": vm.name,
+        "computerName": vm.computer_name,
         "osName": "Windows Server 2022 Datacenter" if windows else "ubuntu",
         "osVersion": "10.0.20348.2340" if windows else "22.04",
         "vmAgent": handlers.vm_agent_view(ctx.state, vm.agent_status, vm.agent_version, exts, vm.location, ctx.now),
@@ -117,6 +123,8 @@ def instance_view(ctx, vm):
              "displayStatus": power.get(vm.power_state, vm.power_state)},
         ],
     }
+    if vm.platform_fault_domain is not None:
+        view["platformFaultDomain"] = vm.platform_fault_domain
     return view
 
 
@@ -126,7 +134,7 @@ def vm_provisioning_state(ctx, vm):
 
 def vm_body(ctx, vm, with_instance_view=False):
     windows = vm.os_type == "Windows"
-    os_profile = {"computerName": vm.name, "adminUsername": "azureuser"}
+    os_profile = {"computerName": vm.computer_name, "adminUsername": "azureuser"}
     if windows:
         os_profile["windowsConfiguration"] = {"provisionVMAgent": True, "enableAutomaticUpdates": True,
                                               "patchSettings": {"patchMode": "AutomaticByOS"}}
@@ -155,6 +163,11 @@ def vm_body(ctx, vm, with_instance_view=False):
         "networkProfile": {"networkInterfaces": [{"id": nic_id(vm)}]},
         "provisioningState": vm_provisioning_state(ctx, vm),
     }
+    if vm.scale_set_id is not None:
+        # A Flexible scale set's instance (tests/data/arm-examples/compute-2026-04-01/virtualMachineExamples/
+        # VirtualMachine_Create_InAVmssWithCustomerAssignedPlatformFaultDomain.json).
+        properties["virtualMachineScaleSet"] = {"id": vm.scale_set_id}
+        properties["platformFaultDomain"] = vm.platform_fault_domain
     if with_instance_view:
         properties["instanceView"] = instance_view(ctx, vm)
     return {
@@ -180,23 +193,50 @@ def status_only_body(ctx, vm):
             "properties": {"vmId": vm.vm_id, "instanceView": instance_view(ctx, vm)}}
 
 
-def _vm_page(ctx, vms):
+def _vm_page(ctx, vms, filtered=False):
     """VirtualMachines List / List All / List By Location: one page of VMs, paged by nextLink (page_size)."""
     for vm in vms:
         settle(vm, ctx.now)
     if ctx.query.get("statusOnly", "").lower() == "true":
         return 200, ctx.page([status_only_body(ctx, vm) for vm in vms])
-    return 200, ctx.page([vm_body(ctx, vm) for vm in vms])
+    return 200, ctx.page([vm_body(ctx, vm, filtered and ctx.expand_instance_view()) for vm in vms])
+
+
+# VMs - List and List All: "$filter ... Allowed value is 'virtualMachineScaleSet/id' eq /subscriptions/{subId}/
+# resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmssName}'", and
+# "$expand ... 'instanceView' ... can only be specified if a valid $filter option is specified" (the REST spec, as
+# azure-mgmt-compute 39.0.0's docstrings carry it). Clients quote both sides (the Java SDK's
+# listByVirtualMachineScaleSetId: "'virtualMachineScaleSet/id' eq '%s'"); tests/data/flexible-scale-sets.md.
+_SCALE_SET_FILTER = re.compile(r"\s*'?virtualMachineScaleSet/id'?\s+eq\s+'([^']+)'\s*", re.IGNORECASE)
+
+
+def _scale_set_filter(ctx, vms):
+    """(the VMs the request's $filter keeps, whether a valid $filter was given). The error texts are the
+    emulator's own (no published sample; tests/emulator/README.md)."""
+    expression = ctx.query.get("$filter")
+    if expression is None:
+        if ctx.expand_instance_view():
+            raise ArmError(400, "InvalidParameter", "The $expand=instanceView option can only be specified "
+                           "together with a valid $filter option.", target="$expand")
+        return vms, False
+    match = _SCALE_SET_FILTER.fullmatch(expression)
+    if not match:
+        raise ArmError(400, "InvalidParameter", f"The $filter value '{expression}' is not supported; the allowed "
+                       "value is 'virtualMachineScaleSet/id' eq '<scale set id>'.", target="$filter")
+    wanted = match.group(1).rstrip("/").lower()
+    return [vm for vm in vms if (vm.scale_set_id or "").lower() == wanted], True
 
 
 def list_vms(ctx, sub, rg):
     ctx.resource_group(rg)
-    return _vm_page(ctx, [vm for (vm_rg, dummy), vm in ctx.sub.vms.items() if vm_rg == rg.lower()])
+    vms, filtered = _scale_set_filter(ctx, [vm for (vm_rg, dummy), vm in ctx.sub.vms.items() if vm_rg == rg.lower()])
+    return _vm_page(ctx, vms, filtered)
 
 
 def list_all_vms(ctx, sub):
     """GET /subscriptions/{s}/providers/Microsoft.Compute/virtualMachines[?statusOnly=true] (List All)."""
-    return _vm_page(ctx, list(ctx.sub.vms.values()))
+    vms, filtered = _scale_set_filter(ctx, list(ctx.sub.vms.values()))
+    return _vm_page(ctx, vms, filtered)
 
 
 def list_vms_by_location(ctx, sub, location):

@@ -34,6 +34,10 @@ DEFAULT_SETTINGS = {
     "fractional_retry_after": False,
 }
 THROTTLE_MODELS = ("azure", "window", "off")
+UNIFORM, FLEXIBLE = "Uniform", "Flexible"
+ORCHESTRATION_MODES = (UNIFORM, FLEXIBLE)
+# Rolling upgrades on a Flexible scale set need the Application Health extension (tests/data/flexible-scale-sets.md)
+HEALTH_EXTENSION_TYPES = ("applicationhealthlinux", "applicationhealthwindows")
 
 ARM_AUDIENCE = "https://management.azure-emulator.local/"
 
@@ -101,6 +105,14 @@ class VM:
         self.extensions = {}        # lower-case name -> Extension, insertion ordered
         self.busy_until = 0.0       # extension operations on one VM are serialized; None = forever
         self.vm_id = stable_id(sub, rg, "vm", name)
+        # A Flexible scale set's instance is an ordinary VM carrying the scale set's id
+        # (tests/data/flexible-scale-sets.md, section 2); these stay None/empty for a standalone VM.
+        self.scale_set_id = None
+        self.platform_fault_domain = None
+        self.computer_name = name
+        self.instance_id = name     # Flexible: "the instance ID is simply the name of the virtual machine"
+        self.model_version = None   # the scale-set model version the VM runs (Flexible instances only)
+        self.pending = []           # [(at, model_version, {lower name: Extension})] as on a Uniform Instance
 
     def key(self):
         return self.name
@@ -128,6 +140,10 @@ class ScaleSet:
         self.unique_id = stable_id(sub, rg, "vmss", name)
         self.tags = {}              # the resource's tags (Microsoft.Resources/tags at the scale set's scope)
         self.last_rolling = None    # {"op", "instances", "policy"} of the latest rolling upgrade (rollingUpgrades/latest)
+        # Uniform (instances are Instance objects) or Flexible (instances are the VM objects of sub.vms).
+        self.orchestration_mode = UNIFORM
+        self.platform_fault_domain_count = None
+        self.flexible_next = 0      # counter behind the deterministic names of new Flexible instances
 
 
 class Operation:
@@ -216,6 +232,32 @@ def _os_type(spec):
     if os_type not in ("Linux", "Windows"):
         raise SeedError(f"os_type must be Linux or Windows, not {os_type!r}")
     return os_type
+
+
+def has_health_extension(extensions):
+    return any(e.props.get("type", "").lower() in HEALTH_EXTENSION_TYPES and e.deleting_until is None
+               for e in extensions.values())
+
+
+def scale_set_arm_id(vmss):
+    return (f"/subscriptions/{vmss.sub}/resourceGroups/{vmss.rg}/providers/Microsoft.Compute/"
+            f"virtualMachineScaleSets/{vmss.name}")
+
+
+def new_flexible_vm(vmss, name=None):
+    """A new instance of a Flexible scale set, not yet in any subscription: named "{scale set}_{8 hex}" and
+    computer-named "{prefix}{6 hex}" as Azure names them (tests/data/flexible-scale-sets.md, section 2),
+    deterministically (same seed, same names), spread over the fault domains."""
+    index = vmss.flexible_next
+    vmss.flexible_next += 1
+    guid = stable_id(vmss.sub, vmss.rg, "flexible", vmss.name, index).replace("-", "")
+    vm = VM(vmss.sub, vmss.rg, name or f"{vmss.name}_{guid[:8]}", vmss.location, vmss.os_type, "running",
+            vmss.agent_status, vmss.agent_version)
+    vm.scale_set_id = scale_set_arm_id(vmss)
+    vm.platform_fault_domain = index % max(1, vmss.platform_fault_domain_count or 1)
+    vm.computer_name = f"{vmss.name[:9]}{guid[8:14]}"
+    vm.model_version = 0
+    return vm
 
 
 class State:
@@ -340,6 +382,7 @@ class State:
             ext = _seed_extension(ext_spec, vm.location, os_type, self.protected_digest)
             vm.extensions[ext.name.lower()] = ext
         sub.vms[(rg["name"].lower(), vm.name.lower())] = vm
+        return vm
 
     def _load_vm_set(self, sub, spec):
         """`vm_sets` entries generate many alike VMs: prefix "fleet-", count 20 -> fleet-001 .. fleet-020."""
@@ -365,6 +408,9 @@ class State:
             ext = _seed_extension(ext_spec, None, os_type, self.protected_digest)
             ext.version = vmss.model_version
             vmss.extensions[ext.name.lower()] = ext
+        if spec.get("orchestration_mode", UNIFORM) != UNIFORM:
+            self._load_flexible_instances(sub, rg, vmss, spec)
+            return
         ids = spec.get("instances")
         if ids is None:
             ids = range(int(spec.get("capacity", 2)))
@@ -373,6 +419,38 @@ class State:
             for key, ext in vmss.extensions.items():
                 instance.extensions[key] = copy.copy(ext)
             vmss.instances.append(instance)
+        sub.scale_sets[(rg["name"].lower(), vmss.name.lower())] = vmss
+
+    def _load_flexible_instances(self, sub, rg, vmss, spec):
+        """A Flexible scale set: its instances are VMs in the scale set's resource group (seed.example.yml)."""
+        if spec["orchestration_mode"] != FLEXIBLE:
+            raise SeedError(f"scale set {spec['name']!r}: orchestration_mode must be Uniform or Flexible")
+        vmss.orchestration_mode = FLEXIBLE
+        vmss.platform_fault_domain_count = int(spec.get("platform_fault_domain_count", 1))
+        if vmss.upgrade_mode == "Rolling" and not has_health_extension(vmss.extensions):
+            raise SeedError(f"scale set {spec['name']!r}: a Flexible scale set with upgrade_policy Rolling needs "
+                            "an ApplicationHealthLinux/ApplicationHealthWindows extension in its model")
+        entries = spec.get("instances")
+        if entries is None:
+            entries = [None] * int(spec.get("capacity", 2))
+        for entry in entries:
+            entry = {"name": entry} if isinstance(entry, str) else dict(entry or {})
+            apply_model = entry.pop("apply_model", True)
+            entry.setdefault("os_type", vmss.os_type)
+            entry.setdefault("agent", spec.get("agent") or {})
+            vm = new_flexible_vm(vmss, entry.pop("name", None))
+            entry["name"] = vm.name
+            seeded = self._load_vm(sub, rg, entry)
+            for attr in ("scale_set_id", "platform_fault_domain", "computer_name"):
+                setattr(seeded, attr, getattr(vm, attr))
+            seeded.model_version = 0
+            if apply_model:  # the model's extensions already ran on the instance, like the VM's own seed extensions
+                seeded.model_version = vmss.model_version
+                for key, ext in vmss.extensions.items():
+                    applied = copy.copy(ext)
+                    applied.location = seeded.location
+                    seeded.extensions.setdefault(key, applied)
+            vmss.instances.append(seeded)
         sub.scale_sets[(rg["name"].lower(), vmss.name.lower())] = vmss
 
     # --- faults -----------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from . import handlers
 from .arm import COMPUTE, SUB, busy, conflict, lookup
 from .compute import (check_extension_body, check_one_per_handler, check_property_change, unchanged,
                       written_extension)
+from .compute import settle as settle_vm
 from .errors import ArmError, not_found
-from .state import HandlerRun, Instance, ScaleSet
+from .state import FLEXIBLE, HandlerRun, Instance, ScaleSet
 from .validation import required_missing, validate_model
 
 VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
@@ -29,6 +30,10 @@ def settle(ss, now):
     """Apply upgrades whose start time has come and drop model extensions whose delete finished."""
     for key in [k for k, e in ss.extensions.items() if e.deleting_until is not None and now >= e.deleting_until]:
         del ss.extensions[key]
+    if ss.orchestration_mode == FLEXIBLE:  # the instances are VMs: settled as VMs (compute.settle)
+        for vm in ss.instances:
+            settle_vm(vm, now)
+        return
     for instance in ss.instances:
         while instance.pending and instance.pending[0][0] <= now:
             dummy, version, extensions = instance.pending.pop(0)
@@ -53,11 +58,12 @@ def model_extension_body(ctx, ss, ext, provisioning_state=None):
 
 
 def scale_set_body(ctx, ss):
-    return {
+    body = {
         "name": ss.name, "id": vmss_id(ss), "type": VMSS_TYPE, "location": ss.location, "tags": dict(ss.tags),
         "sku": {"name": "Standard_B2s", "tier": "Standard", "capacity": len(ss.instances)},
         "properties": {
             "uniqueId": ss.unique_id,
+            "orchestrationMode": ss.orchestration_mode,
             "upgradePolicy": _upgrade_policy(ss),
             "provisioningState": "Updating" if busy(ss.busy_until, ctx.now) else "Succeeded",
             "virtualMachineProfile": {
@@ -68,6 +74,11 @@ def scale_set_body(ctx, ss):
             },
         },
     }
+    if ss.orchestration_mode == FLEXIBLE:
+        # As the Flexible create example answers (tests/data/arm-examples/compute-2026-04-01/
+        # virtualMachineScaleSetExamples/VirtualMachineScaleSet_Create_WithPriorityMixPolicy.json).
+        body["properties"].update(platformFaultDomainCount=ss.platform_fault_domain_count, singlePlacementGroup=False)
+    return body
 
 
 def _upgrade_policy(ss):
@@ -83,6 +94,9 @@ def _upgrade_policy(ss):
 # --- upgrades -------------------------------------------------------------------------------------------------
 def _upgraded_extensions(ctx, ss, instance, at):
     """The instance's extensions after applying the current model at time `at`; handlers run for changes."""
+    if ss.orchestration_mode == FLEXIBLE:  # the instance is a VM: flexible.py applies the model to it
+        from . import flexible
+        return flexible.upgraded_vm_extensions(ctx, ss, instance, at, _live_model(ss))
     result, failures = {}, []
     for key, model_ext in _live_model(ss).items():
         current = instance.extensions.get(key)
@@ -111,8 +125,13 @@ def _latest_extension_versions(ctx, ss, instance, at):
         latest = handlers.handler_version(ctx.state, ss.location, ext.props)
         if not ext.props.get("enableAutomaticUpgrade") or (ext.run.version or latest) == latest:
             continue
-        run = handlers.start_run(ctx.state, f"{ss.name}/{instance.instance_id}", ext.name, ext.props, ss.os_type,
-                                 "Updating", at, agent_ready=ss.agent_status == "Ready")
+        # A Flexible instance is a VM: its handler runs (and its `extension` faults match) under the VM's name, with
+        # the VM's own agent.
+        flexible = ss.orchestration_mode == FLEXIBLE
+        target = instance.name if flexible else f"{ss.name}/{instance.instance_id}"
+        agent = instance.agent_status if flexible else ss.agent_status
+        run = handlers.start_run(ctx.state, target, ext.name, ext.props, ss.os_type,
+                                 "Updating", at, agent_ready=agent == "Ready")
         run.version = latest
         upgraded = copy.copy(ext)
         upgraded.run = run
@@ -381,10 +400,13 @@ def _write_scale_set(ctx, rg, name, patch):
     base = {"location": ss.location if ss else body.get("location", group["location"]), "os_type": os_type}
     entries = (profile.get("extensionProfile") or {}).get("extensions")
     model = _model_from_profile(ctx, ss, entries, base) if entries is not None else None
+    from . import flexible
+    orchestration = flexible.check_scale_set_write(ctx, ss, props, mode, model)
     created = ss is None
     if created:
         ss = ScaleSet(ctx.sub.id, group["name"], name, base["location"], os_type, mode, 20, "Ready",
                       "2.7.41491.1102" if os_type == "Windows" else "2.9.1.1")
+        flexible.set_orchestration(ss, orchestration, props)
         ctx.sub.scale_sets[(rg.lower(), name.lower())] = ss
     else:
         _writable(ctx, ss, "UpdateVMScaleSet")
@@ -412,7 +434,9 @@ def _write_scale_set(ctx, rg, name, patch):
         ss.extensions = new_model
     added = []
     capacity = (body.get("sku") or {}).get("capacity")
-    if capacity is not None:
+    if capacity is not None and ss.orchestration_mode == FLEXIBLE:
+        added = flexible.set_capacity(ctx, ss, int(capacity))
+    elif capacity is not None:
         capacity = int(capacity)
         if capacity < len(ss.instances):
             ss.instances = ss.instances[:capacity]  # scale in: the newest instances go first
@@ -577,6 +601,8 @@ def patch_tags(ctx, sub, rg, vmss):
 
 
 def register(router):
+    from . import flexible
+    flexible.register(router)  # first: its routes answer for Flexible scale sets and hand Uniform ones back here
     ss = rf"{COMPUTE}/virtualMachineScaleSets/(?P<vmss>[^/]+)"
     router.add("GET", rf"{ss}/providers/Microsoft\.Resources/tags/default", get_tags, "Microsoft.Resources/tags")
     router.add("PATCH", rf"{ss}/providers/Microsoft\.Resources/tags/default", patch_tags, "Microsoft.Resources/tags")
