@@ -664,8 +664,10 @@ class ExtensionRerun(object):
         return backup
 
     def backup_data(self):
-        """The backup as the task returns it: what definition_from_backup takes, never a secret."""
-        return dict((key, value) for key, value in (self.backup or {}).items())
+        """The backup as the task returns it: what definition_from_backup takes, never a secret. Without the
+        restore task's text, whose "{{ vault_protected_settings }}" placeholder Ansible would template when the
+        backup comes back as a variable (extra vars from a job's artifacts)."""
+        return dict((key, value) for key, value in (self.backup or {}).items() if key != "restore_task")
 
     def stage(self, stage):
         if not self.backup:
