@@ -4,6 +4,7 @@ failed extension repaired through its group; the extensions role over the plugin
 no secret in host variables or cache files."""
 import json
 import math
+import re
 import subprocess
 
 import pytest
@@ -341,6 +342,14 @@ def test_ansible_doc_renders_the_plugin(ansible_env):
     assert proc.returncode == 0, proc.stderr
     for text in ("include_vmss_instances", "statusOnly", "keyed_groups", "cache_plugin", "auth_source", "EXAMPLES"):
         assert text in proc.stdout, text
+
+    def words(text):  # without markup (ANSI bold, `code', **bold**) and line breaks
+        return " ".join(re.sub(r"\x1b\[[0-9;]*m|[`'*]", "", text).split())
+
+    # One definition of "failed": ansible-doc and docs/inventory.md say the same.
+    definition = "An extension is failed when ARMs provisioning state is Failed or its handler reports failed"
+    assert definition in words(proc.stdout)
+    assert definition in words((REPO_ROOT / "docs" / "inventory.md").read_text())
 
 
 def test_addresses_from_another_source_in_the_same_inventory_directory(inventory, emulator, tmp_path):
