@@ -13,7 +13,8 @@ import subprocess
 import pytest
 
 from harness import REPO_ROOT, VENV_BIN
-from test_inventory import group_hosts, inventory, listed, write_inventory  # noqa: F401  (inventory: a fixture)
+# inventory is a fixture; imported here, it runs against this module's emulator.
+from test_inventory import group_hosts, inventory, listed, write_inventory  # noqa: F401 pylint: disable=unused-import
 
 SEED = REPO_ROOT / "tests" / "integration" / "data" / "two-subscriptions-seed.yml"
 A = "2b7e0c5a-0000-4000-8000-00000000000a"
