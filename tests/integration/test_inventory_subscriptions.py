@@ -168,3 +168,37 @@ def test_cache_key_follows_the_subscription_of_the_authentication(inventory, emu
     assert {host["azure_subscription_id"] for host in b_data["_meta"]["hostvars"].values()} == {B}
     assert [r["path"] for r in emulator.requests()[start:] if r["query"].get("statusOnly") == "true"] == [
         f"/subscriptions/{B}/providers/Microsoft.Compute/virtualMachines"]
+
+
+def test_role_variable_subscription_wins_over_the_host_variable(inventory, emulator, tmp_path, ansible_env):
+    """rerun_extension_subscription_id beats the host's azure_subscription_id (here deliberately A's, the healthy
+    VM's) and AZURE_SUBSCRIPTION_ID (A's too)."""
+    static = tmp_path / "static.yml"
+    static.write_text(json.dumps({"all": {"hosts": {"repair-me": {
+        "azure_subscription_id": A, "rerun_extension_vm_name": "web-001",
+        "rerun_extension_resource_group": "rg-alpha"}}}}))
+    env = dict(ansible_env)
+    env.update(emulator.env)
+    env["AZURE_POLLING_INTERVAL"] = "0.2"
+
+    def run(*extra):
+        cmd = [str(VENV_BIN / "ansible-playbook"), "azure_vm.extensions.rerun_extension", "-i", str(static),
+               "-e", "rerun_extension_name=customScript", "-e", "rerun_extension_no_protected_settings=true",
+               "-e", "rerun_extension_subscription_id=%s" % B,
+               "-e", "rerun_extension_backup_dir=%s" % (tmp_path / "backups")] + list(extra)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+    first = run()
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-3000:]
+    path = VM_IDS["b-web-001"] + "/extensions/customScript"
+    assert writes_in(emulator, A) == [] and writes_in(emulator, B) == [("DELETE", path), ("PUT", path)]
+    assert f"rerun_extension: host=repair-me subscription={B} vm=web-001" in first.stdout
+    data = listed(inventory, write_inventory(tmp_path / "inv", {"subscriptions": [A, B]}))
+    assert group_hosts(data, "azure_ext_failed") == []
+
+    # A rerun always deletes and reapplies, so its second run is checked in check mode: planned, nothing written.
+    before = len(emulator.writes())
+    second = run("--check")
+    assert second.returncode == 0 and f"subscription={B} vm=web-001" in second.stdout
+    assert "outcome=planned" in second.stdout
+    assert emulator.writes()[before:] == []
