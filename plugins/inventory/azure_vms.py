@@ -16,9 +16,17 @@ description:
     provisioning state, handler state (V(succeeded), V(failed), V(transitioning)) and the handler's message.
   - Groups the hosts by extension state (every VM with a failed extension, per extension name and state), VM agent
     not ready, power state and location, plus the standard O(compose), O(groups) and O(keyed_groups).
-  - The host variables C(azure_vm_name) and C(azure_resource_group) are those the C(azure_vm.extensions.extensions)
-    role reads, and C(rerun_extension_vm_name) and C(rerun_extension_resource_group) those of the
-    C(azure_vm.extensions.rerun_extension) role, so both run over this inventory with no mapping.
+  - Every host carries what addresses it exactly - C(azure_subscription_id), C(azure_resource_group) and
+    C(azure_vm_name) (or C(azure_vmss_name) and C(azure_vmss_instance_id)), and C(azure_id) - so a task writes to the
+    VM the inventory described whatever C(AZURE_SUBSCRIPTION_ID) says. C(azure_vm_name) and C(azure_resource_group)
+    are what the C(azure_vm.extensions.extensions) role reads, and C(rerun_extension_vm_name),
+    C(rerun_extension_resource_group) and C(azure_subscription_id) what the C(azure_vm.extensions.rerun_extension)
+    role reads, so both run over this inventory with no mapping.
+  - "An extension is B(failed) when ARM's provisioning state is V(Failed) B(or) its handler reports failed (either
+    alone is enough; a V(Canceled) operation counts as V(Failed), as in the modules). ARM marks an extension V(Failed) when its handler outlives Azure's timeout (20 minutes, 90 for
+    CustomScript, Chef and DSC) while the handler may still report transitioning; the rerun repairs both. Its
+    C(state) is then V(failed) and the host is in C(azure_ext_failed) and C(azure_ext_<name>_failed). With
+    O(list_model=false) the provisioning state is not read, and the handler alone decides."
   - "Requests, per subscription: the VM list with run-time status (C(statusOnly=true)) and the VM list (the model:
     OS type, tags, extension publishers, auto-upgrade flags, provisioning states), each one request per page,
     read in parallel: 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
@@ -30,6 +38,9 @@ description:
     does, for example C(azure.azcollection.azure_rm) with C(plain_host_names=true), or a static file with
     C(ansible_host); hosts of the same name are merged. See the collection's C(docs/inventory.md).
   - The inventory file must end with C(azure_vms.yml) or C(azure_vms.yaml).
+  - "Options with a fixed set of values (booleans included) are checked strictly before any request, by
+    ansible-core's own argument validator: C(include_vmss_instances: ture) is an error naming the option and the
+    values it takes, not V(false)."
   - Never a secret in host variables or the cache - ARM never returns protected settings, public settings are
     not read into host variables, and the collection's protected-settings fingerprint tags
     (C(azure_vm.extensions.protected_settings*)) are dropped from C(azure_tags) (each extension's
@@ -50,6 +61,7 @@ options:
     description:
       - Subscription ids to list. Empty uses the one subscription of the authentication
         (O(subscription_id) or E(AZURE_SUBSCRIPTION_ID)).
+      - Ids are compared case-insensitively and listed once each (in lower case, as in C(azure_subscription_id)).
       - Every subscription costs its own list requests; one token serves all of them.
     type: list
     elements: str
@@ -90,9 +102,13 @@ options:
     default: true
   hostnames:
     description:
-      - V(name) names each host by its VM name; when two VMs of the sources share a name, the second and later
-        get C(<name>_<resource group>) and a warning.
+      - V(name) names each host by its VM name (a scale-set instance C(<scale set>_<instance id>)).
       - V(resource_group_name) names every host C(<resource group>_<name>) (lower-case resource group).
+      - Host names are unique across every subscription listed. When hosts would share a name, B(each) of them
+        (none keeps the shared name) takes the next longer form until it is unique - C(<name>), then
+        C(<resource group>_<name>), then C(<subscription id>_<resource group>_<name>) (lower-case subscription id
+        and resource group) - and a warning names the VMs and their host names. The result depends only on the
+        VMs listed, never on the order of the lists.
     type: str
     choices: [name, resource_group_name]
     default: name
@@ -102,13 +118,22 @@ options:
     default: azure_
 notes:
   - "Groups (with the default O(group_prefix)): C(azure_vms); C(azure_vmss_instances); C(azure_ext_failed) (any
-    extension whose handler or provisioning state is failed); C(azure_ext_transitioning);
+    extension whose provisioning state or handler is failed, see above); C(azure_ext_transitioning) (a handler
+    still running, on an extension that is not failed);
     C(azure_ext_<extension name>) and C(azure_ext_<extension name>_<state>); C(azure_agent_not_ready);
     C(azure_power_<state>) (V(running), V(stopped), V(deallocated), ...); C(azure_location_<location>);
     C(azure_vmss_<scale set>). Group names are lower case, with every character that is not a letter, digit or
     underscore replaced by an underscore."
   - Host variables are documented in the collection's C(docs/inventory.md); C(ansible-inventory --host NAME)
     shows them.
+  - "The cache key covers the file's path and every option that changes what is read: O(subscriptions) (or, when
+    empty, the subscription of the authentication), O(resource_groups), O(locations), O(tags),
+    O(include_vmss_instances), O(list_model), O(cloud_environment), O(auth_source), O(profile), and the client
+    and tenant ids. O(hostnames), O(group_prefix), O(compose), O(groups) and O(keyed_groups) are applied to the
+    cached VMs, so changing them needs no fresh read."
+  - "A warm cache shows Azure as it was when it was filled: after a repair (or any other write) its groups are
+    stale. Read afresh before targeting a repair and to check it - C(ansible-playbook --flush-cache ...),
+    C(ansible-inventory --flush-cache ...) or C(meta: refresh_inventory) - as C(docs/inventory.md) shows."
 seealso:
   - name: Dynamic inventory
     description: How Ansible combines inventory sources in a directory.
@@ -148,17 +173,23 @@ plugin: azure_vm.extensions.azure_vms
 # compose:
 #   agent_version: azure_vm_agent.version
 
-# Then, to rerun the failed extension on exactly the VMs where it failed:
-#   ansible-inventory -i inventory/ --graph azure_ext_customscript_failed
-#   ansible-playbook -i inventory/ playbooks/rerun_extension.yml --limit azure_ext_customscript_failed \
-#     -e rerun_extension_name=customScript -e @secrets.vault.yml
+# Then, to rerun the failed extension on exactly the VMs where it failed (each in its own subscription), from a
+# fresh read (--flush-cache):
+#   ansible-inventory -i inventory/ --flush-cache --graph azure_ext_customscript_failed
+#   ansible-playbook -i inventory/ azure_vm.extensions.rerun_extension --flush-cache \
+#     --limit azure_ext_customscript_failed -e rerun_extension_name=customScript -e @secrets.vault.yml
 """
 
+import hashlib
+import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible import constants as C
 from ansible.errors import AnsibleParserError
 from ansible.inventory.group import to_safe_group_name
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 
@@ -172,6 +203,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import 
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import FINGERPRINT_TAG
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
+    extension_failed,
     handler_state,
     status_messages,
     vm_agent_result,
@@ -213,13 +245,13 @@ def public_tags(tags):
 
 
 def extension_state(handler, provisioning_state):
-    """The handler's state from its instance view; when it has not reported, ARM's provisioning state decides."""
+    """'failed' by extension_failed(); otherwise the handler's state from its instance view, and when the handler
+    has not reported, ARM's provisioning state ('Creating', 'Updating', ... -> 'transitioning')."""
+    if extension_failed(provisioning_state, handler):
+        return "failed"
     if handler != "unknown":
         return handler
-    provisioning = _lower(provisioning_state)
-    if provisioning == "failed":
-        return "failed"
-    if provisioning in TRANSITIONING:
+    if _lower(provisioning_state) in TRANSITIONING:
         return "transitioning"
     return "unknown"
 
@@ -307,6 +339,74 @@ def host_record(status_vm, model_vm, subscription_id, scale_set=None):
     return record
 
 
+def unique_subscriptions(subscriptions):
+    """Subscription ids in lower case, each once (GUIDs are case-insensitive), in the order first listed."""
+    seen = []
+    for subscription in subscriptions or []:
+        if _lower(subscription) not in seen:
+            seen.append(_lower(subscription))
+    return seen
+
+
+def host_name_forms(record, mode):
+    """The names a host may take, shortest first: <name>, <resource group>_<name>,
+    <subscription>_<resource group>_<name> (V(resource_group_name) starts at the second)."""
+    name = record.get("azure_vm_name") or "%s_%s" % (record["azure_vmss_name"], record["azure_vmss_instance_id"])
+    group = _lower(record["azure_resource_group"])
+    forms = [name, "%s_%s" % (group, name), "%s_%s_%s" % (_lower(record["azure_subscription_id"]), group, name)]
+    return forms if mode == "name" else forms[1:]
+
+
+def host_names(records, mode):
+    """Unique host names, one per record (same order), and the renamed hosts grouped by the name they would have
+    shared: [(shared name, [(ARM id, host name), ...])], sorted.
+
+    Every host that shares its name with another moves to its next longer form (none keeps the shared name), until
+    no two share one: the result depends only on the set of VMs, not on the order in which Azure listed them. Two
+    records alike down to the subscription (impossible in ARM) are told apart by a number, in ARM id order.
+    """
+    forms = [host_name_forms(record, mode) for record in records]
+    level = [0] * len(records)
+    while True:
+        holders = {}
+        for index, record_forms in enumerate(forms):
+            holders.setdefault(record_forms[level[index]], []).append(index)
+        movable = [index for indexes in holders.values() if len(indexes) > 1
+                   for index in indexes if level[index] < len(forms[index]) - 1]
+        if not movable:
+            break
+        for index in movable:
+            level[index] += 1
+    names = [record_forms[level[index]] for index, record_forms in enumerate(forms)]
+    for name, indexes in holders.items():
+        ordered = sorted(indexes, key=lambda index: _lower(records[index].get("azure_id")))
+        for number, index in enumerate(ordered[1:], 2):
+            names[index] = "%s_%d" % (name, number)
+    renamed = {}
+    for index, record_forms in enumerate(forms):
+        if names[index] != record_forms[0]:
+            renamed.setdefault(record_forms[0], []).append(index)
+    report = []
+    for name in sorted(renamed):
+        members = sorted(renamed[name], key=lambda index: _lower(records[index].get("azure_id")))
+        report.append((name, [(records[index].get("azure_id"), names[index]) for index in members]))
+    return names, report
+
+
+def strict_option_spec(definitions, config):
+    """An argument spec for the options given in config whose values are a fixed set (booleans and choices).
+    ansible-core's configuration turns any string it does not know as a boolean into false ('ture' -> false);
+    ArgumentSpecValidator refuses it, naming the option and the values allowed."""
+    spec = {}
+    for key in config:
+        definition = definitions.get(key) or {}
+        if definition.get("type") in ("bool", "boolean"):
+            spec[key] = {"type": "bool"}
+        elif definition.get("choices"):
+            spec[key] = {"type": "str", "choices": list(definition["choices"])}
+    return spec
+
+
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "azure_vm.extensions.azure_vms"
 
@@ -315,11 +415,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     # ---- configuration ---------------------------------------------------------------------------------------
     def _validate(self, config, path):
-        """Refuse what cannot work before any request: unknown options, malformed filters."""
+        """Refuse what cannot work before any request: unknown options, values outside an option's fixed set
+        (booleans included), malformed filters, bad auth options. Sets self._auth (the auth parameters)."""
         unknown = sorted(set(config) - set(self._options) - set(["plugin"]))
         if unknown:
             raise AnsibleParserError("%s: unknown option%s %s for %s; valid options: %s" % (
                 path, "s" if len(unknown) > 1 else "", ", ".join(unknown), self.NAME, ", ".join(sorted(self._options))))
+
+        definitions = C.config.get_configuration_definitions(plugin_type="inventory", name=self._load_name)
+        spec = strict_option_spec(definitions, config)
+        errors = ArgumentSpecValidator(spec).validate(dict((key, config[key]) for key in spec)).error_messages
+        if errors:
+            raise AnsibleParserError("%s: %s" % (path, "; ".join(errors)))
 
         def check_list(option, pattern, what):
             values = self.get_option(option) or []
@@ -340,11 +447,47 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if tags and not self.get_option("list_model"):
             raise AnsibleParserError("%s: tags filters need list_model=true (only the model list returns tags)"
                                      % path)
+        try:
+            self._auth = self._auth_params(config)
+        except AzureAuthError as exc:
+            raise AnsibleParserError("%s: %s: %s" % (path, self.NAME, exc.msg))
 
-    def _auth_options(self):
-        """The auth options set in the file; the others stay None so that they fall back to their AZURE_*
-        variables as in the modules (the option defaults that ansible-doc shows would hide those)."""
-        return dict((key, self.get_option(key)) for key in AZURE_AUTH_ARGSPEC if key in self._config)
+    def _auth_params(self, config):
+        """The auth options set in the file, validated as a module validates them; the others fall back to their
+        AZURE_* variables, then to their defaults (the option defaults that ansible-doc shows would hide the
+        variables if taken from the plugin's configuration)."""
+        params = validate_auth_options(dict((key, config[key]) for key in AZURE_AUTH_ARGSPEC if key in config),
+                                       self.NAME)
+        subscriptions = self._subscriptions()
+        if not params.get("subscription_id") and subscriptions:
+            # The lists name their subscriptions; the connection only needs one to be built.
+            params["subscription_id"] = subscriptions[0]
+        return params
+
+    def _subscriptions(self):
+        return unique_subscriptions(self.get_option("subscriptions"))
+
+    def get_cache_key(self, path):
+        """The file's path and every option that changes what the lists return (see the notes in DOCUMENTATION).
+        Never a secret: the client secret and certificate password are not part of it."""
+        params = getattr(self, "_auth", None) or {}
+        inputs = {
+            "subscriptions": sorted(self._subscriptions()) or [_lower(params.get("subscription_id"))],
+            "resource_groups": sorted(set(_lower(group) for group in self.get_option("resource_groups") or [])),
+            "locations": sorted(set(_lower(location).replace(" ", "")
+                                    for location in self.get_option("locations") or [])),
+            "tags": sorted((str(key), None if value in (None, "") else str(value))
+                           for key, value in (self.get_option("tags") or {}).items()),
+            "include_vmss_instances": bool(self.get_option("include_vmss_instances")),
+            "list_model": bool(self.get_option("list_model")),
+            "cloud_environment": params.get("cloud_environment"),
+            "auth_source": params.get("auth_source"),
+            "profile": params.get("profile"),
+            "client_id": _lower(params.get("client_id") or os.environ.get("AZURE_CLIENT_ID")),
+            "tenant": _lower(params.get("tenant") or os.environ.get("AZURE_TENANT")),
+        }
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+        return "%s_%s" % (super(InventoryModule, self).get_cache_key(path), digest)
 
     # ---- reading Azure ---------------------------------------------------------------------------------------
     def _connections(self):
@@ -353,9 +496,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             raise AnsibleParserError("%s needs the azure-identity, azure-core and azure-mgmt-compute Python packages"
                                      % self.NAME)
         try:
-            connection = AzureConnection(validate_auth_options(self._auth_options(), self.NAME), pacing=True)
+            connection = AzureConnection(self._auth, pacing=True)
         except AzureAuthError as exc:
-            raise AnsibleParserError("%s: %s" % (self.NAME, exc))
+            raise AnsibleParserError("%s: %s" % (self.NAME, exc.msg))
         # One token before the parallel lists (each would fetch its own), and a clear error when there is none.
         try:
             connection.get_token()
@@ -363,10 +506,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             raise AnsibleParserError("%s: no usable Azure credentials (auth_source=%s): %s" % (
                 self.NAME, connection.auth_source, exc))
         connections = []
-        for subscription in self.get_option("subscriptions") or [connection.subscription_id]:
-            if subscription == connection.subscription_id:
-                connections.append(connection)
-                continue
+        for subscription in self._subscriptions() or [_lower(connection.subscription_id)]:
             # Same credential, endpoints and pacing; only the subscription of the SDK clients differs.
             connections.append(connection.for_subscription(subscription))
         return connections
@@ -444,23 +584,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             (self.get_option("group_prefix") + name).lower(), force=True, silent=True))
         self.inventory.add_child(group, host)
 
-    def _hostname(self, record, seen):
-        name = record.get("azure_vm_name") or "%s_%s" % (record["azure_vmss_name"], record["azure_vmss_instance_id"])
-        qualified = "%s_%s" % (_lower(record["azure_resource_group"]), name)
-        if self.get_option("hostnames") == "resource_group_name":
-            return qualified
-        if name in seen:
-            display.warning("%s: %s and %s share the host name %s; the second is named %s (or set hostnames: "
-                            "resource_group_name)" % (self.NAME, seen[name], record["azure_id"], name, qualified))
-            return qualified
-        seen[name] = record["azure_id"]
-        return name
-
     def _populate(self, records):
         strict = self.get_option("strict")
-        seen = {}
-        for record in sorted(records, key=lambda item: _lower(item["azure_id"])):
-            host = self.inventory.add_host(self._hostname(record, seen))
+        records = sorted(records, key=lambda item: _lower(item["azure_id"]))
+        mode = self.get_option("hostnames")
+        names, renamed = host_names(records, mode)
+        for shared, members in renamed:
+            display.warning("%s: %d hosts would share the host name %s, so each is named by its next longer form "
+                            "(hostnames: %s; resource group, then subscription): %s" % (
+                                self.NAME, len(members), shared, mode,
+                                ", ".join("%s -> %s" % member for member in members)))
+        for record, host_name in zip(records, names):
+            host = self.inventory.add_host(host_name)
             for key, value in record.items():
                 self.inventory.set_variable(host, key, value)
             self._group("vmss_instances" if record.get("azure_vmss_name") else "vms", host)

@@ -23,10 +23,19 @@ TERMINAL_STATES = ("succeeded", "failed", "canceled")
 
 
 def extension_failed(provisioning_state, handler_state_value):
-    """The one definition of a failed extension: its handler reports failed, or ARM's provisioning state of the
-    extension resource is Failed or Canceled (an ARM timeout on a long script leaves the handler transitioning
-    while the resource has failed; Azure refuses new extension installs on that VM all the same). Either value may
-    be unknown (None): then the other decides."""
+    """The one definition of a failed extension: what the modules, the fleet, the inventory's azure_ext_failed
+    group and the event source all mean by "failed".
+
+    provisioning_state: ARM's properties.provisioningState of the extension resource (None when not read);
+    handler_state_value: 'succeeded', 'failed', 'transitioning' or 'unknown' (handler_state()).
+
+    Failed when the handler reports failed, or when ARM's provisioning state is Failed (or Canceled); either alone
+    is enough. ARM marks an extension Failed when its operation failed, also when the handler outlived Azure's
+    handler timeout (20 minutes, 90 for CustomScript, Chef and DSC; the VM extension docs say it is "marked as
+    timed out") while the handler may still report transitioning; Azure refuses new extension installs on such a
+    VM and retries the extension on later VM operations. An operator repairing a fleet needs it targeted: a rerun
+    (delete and reapply) repairs it.
+    """
     return (handler_state_value or "").lower() == "failed" or \
         (provisioning_state or "").lower() in ("failed", "canceled")
 

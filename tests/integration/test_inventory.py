@@ -4,6 +4,7 @@ failed extension repaired through its group; the extensions role over the plugin
 no secret in host variables or cache files."""
 import json
 import math
+import re
 import subprocess
 
 import pytest
@@ -342,6 +343,14 @@ def test_ansible_doc_renders_the_plugin(ansible_env):
     for text in ("include_vmss_instances", "statusOnly", "keyed_groups", "cache_plugin", "auth_source", "EXAMPLES"):
         assert text in proc.stdout, text
 
+    def words(text):  # without markup (ANSI bold, `code', **bold**) and line breaks
+        return " ".join(re.sub(r"\x1b\[[0-9;]*m|[`'*]", "", text).split())
+
+    # One definition of "failed": ansible-doc and docs/inventory.md say the same.
+    definition = "An extension is failed when ARMs provisioning state is Failed or its handler reports failed"
+    assert definition in words(proc.stdout)
+    assert definition in words((REPO_ROOT / "docs" / "inventory.md").read_text())
+
 
 def test_addresses_from_another_source_in_the_same_inventory_directory(inventory, emulator, tmp_path):
     """docs/inventory.md: this plugin and a source that resolves addresses, side by side in one directory; hosts of
@@ -360,3 +369,129 @@ def test_addresses_from_another_source_in_the_same_inventory_directory(inventory
     assert "ansible_host" not in hostvars["vm-web-02"]
     assert group_hosts(data, "azure_ext_failed") == ["vm-failed-ext"]
     assert group_hosts(data, "repair_over_ssh") == ["vm-failed-ext"]
+
+
+# ---- issue 23 ---------------------------------------------------------------------------------------------------
+def advance(emulator, seconds):
+    emulator._call("POST", "clock", {"advance_s": seconds})  # pylint: disable=protected-access
+
+
+def rerun_playbook(ansible_env, emulator, source, tmp_path, limit, name):
+    env = dict(ansible_env)
+    env.update(emulator.env)
+    env.update({"AZURE_POLLING_INTERVAL": "0.2", "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true"})
+    cmd = [str(VENV_BIN / "ansible-playbook"), "azure_vm.extensions.rerun_extension", "-i", source, "--flush-cache",
+           "--limit", limit, "-e", "rerun_extension_name=%s" % name, "-e", "rerun_extension_no_protected_settings=true",
+           "-e", "rerun_extension_backup_dir=%s" % (tmp_path / "backups")]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_provisioning_failed_while_the_handler_still_transitions_is_failed_and_repaired(
+        inventory, emulator, tmp_path, ansible_env):
+    """ARM marks an extension Failed when its handler outlives Azure's timeout (90 minutes for CustomScript) while
+    the handler still reports transitioning: it is failed (azure_ext_failed, azure_ext_<name>_failed), and the
+    documented repair targets and repairs it."""
+    emulator.faults([{"extension": {"vm": "vm-web-02", "name": "longScript", "outcome": "timeout"}, "times": 1}])
+    compute(emulator).virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "longScript", CUSTOM_SCRIPT)
+    advance(emulator, 90 * 60 + 60)
+    source = write_inventory(tmp_path / "inv")
+    data = listed(inventory, source)
+    ext = data["_meta"]["hostvars"]["vm-web-02"]["azure_extensions"]["longScript"]
+    assert (ext["provisioning_state"], ext["handler_state"], ext["state"]) == ("Failed", "transitioning", "failed")
+    assert data["_meta"]["hostvars"]["vm-web-02"]["azure_failed_extensions"] == ["longScript"]
+    assert group_hosts(data, "azure_ext_failed") == ["vm-failed-ext", "vm-web-02"]
+    assert group_hosts(data, "azure_ext_longscript_failed") == ["vm-web-02"]
+    assert group_hosts(data, "azure_ext_transitioning") == []
+    # Without the model list the provisioning state is unknown: the handler alone decides (documented).
+    status_only = listed(inventory, write_inventory(tmp_path / "status-only", {"list_model": False}))
+    assert status_only["_meta"]["hostvars"]["vm-web-02"]["azure_extensions"]["longScript"]["state"] == "transitioning"
+
+    before = len(emulator.writes())
+    first = rerun_playbook(ansible_env, emulator, source, tmp_path, "azure_ext_longscript_failed", "longScript")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-3000:]
+    path = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/vm-web-02/" \
+           "extensions/longScript"
+    assert [(w["method"], w["path"]) for w in emulator.writes()[before:]] == [("DELETE", path), ("PUT", path)]
+    assert f"subscription={SUB} vm=vm-web-02 extension=longScript" in first.stdout
+    data = listed(inventory, source)
+    assert group_hosts(data, "azure_ext_longscript_succeeded") == ["vm-web-02"]
+    assert group_hosts(data, "azure_ext_failed") == ["vm-failed-ext"]
+
+    before = len(emulator.writes())
+    second = rerun_playbook(ansible_env, emulator, source, tmp_path, "azure_ext_longscript_failed", "longScript")
+    assert second.returncode != 0 and "no hosts" in (second.stdout + second.stderr).lower()
+    assert emulator.writes()[before:] == []
+
+
+@pytest.mark.parametrize("config, env, message", [
+    ({"include_vmss_instances": "ture"}, {}, "argument 'include_vmss_instances' is of type str and we were unable "
+                                             "to convert to bool: The value 'ture' is not a valid boolean. Valid "
+                                             "booleans include: "),
+    ({"list_model": "flase"}, {}, "argument 'list_model' is of type str and we were unable to convert to bool"),
+    ({"strict": "maybe"}, {}, "argument 'strict' is of type str and we were unable to convert to bool"),
+    ({"cache": "ture"}, {}, "argument 'cache' is of type str and we were unable to convert to bool"),
+    ({"disable_instance_discovery": "nope"}, {},
+     "argument 'disable_instance_discovery' is of type str and we were unable to convert to bool"),
+    # ansible-core's configuration itself refuses a value outside choices, naming the values allowed.
+    ({"auth_source": "magic"}, {}, ("Invalid value 'magic' for config 'auth_source'",
+                                    "Valid values are: auto, credential_file, env, options, msi, cli, "
+                                    "workload_identity")),
+    # The environment fallbacks of the auth options are checked as a module checks them.
+    ({}, {"ANSIBLE_AZURE_AUTH_SOURCE": "magic"},
+     "value of auth_source must be one of: auto, credential_file, env, options, msi, cli, workload_identity, "
+     "got: magic"),
+    ({}, {"AZURE_POLLING_INTERVAL": "often"},
+     "argument 'polling_interval' is of type str and we were unable to convert to float"),
+])
+def test_options_with_a_fixed_set_of_values_refuse_anything_else_before_any_request(
+        inventory, emulator, tmp_path, config, env, message):
+    proc = inventory(write_inventory(tmp_path / "inv", config), "--list", env=env, expect_rc=None)
+    assert proc.returncode != 0
+    for part in (message,) if isinstance(message, str) else message:
+        assert part in " ".join(proc.stderr.split()), proc.stderr[-3000:]
+    assert emulator.requests() == []  # not even a token
+
+
+def test_accepted_spellings_of_booleans_still_work(inventory, emulator, tmp_path):
+    data = listed(inventory, write_inventory(tmp_path / "inv", {"include_vmss_instances": "yes",
+                                                                "list_model": "true"}))
+    assert len(group_hosts(data, "azure_vmss_instances")) == sum(SCALE_SETS.values())
+
+
+def test_cache_key_covers_every_option_that_changes_the_result_and_flush_cache_reads_afresh(
+        inventory, emulator, tmp_path):
+    cache = {"cache": True, "cache_plugin": "ansible.builtin.jsonfile", "cache_connection": str(tmp_path / "cache"),
+             "cache_timeout": 600}
+
+    def hosts_and_requests(config, *args):
+        start = len(emulator.requests())
+        data = listed(inventory, write_inventory(tmp_path / "inv", dict(cache, **config)), *args)
+        return sorted(data.get("_meta", {}).get("hostvars", {})), len(emulator.requests()[start:]), data
+
+    assert hosts_and_requests({"resource_groups": ["rg-demo"]})[:2][1] > 0  # cold
+    assert hosts_and_requests({"resource_groups": ["rg-demo"]})[:2] == (SEED_VMS, 0)  # warm
+    assert hosts_and_requests({"resource_groups": ["RG-Demo"]})[:2] == (SEED_VMS, 0)  # the same filter
+    hosts, requests, dummy = hosts_and_requests({"resource_groups": ["rg-other"]})
+    assert (hosts, requests > 0) == ([], True)  # an edited filter: read afresh, not the old group's hosts
+    hosts, requests, dummy = hosts_and_requests({"resource_groups": ["rg-demo"], "include_vmss_instances": True})
+    assert requests > 0 and len(hosts) == len(SEED_VMS) + sum(SCALE_SETS.values())
+    hosts, requests, dummy = hosts_and_requests({"resource_groups": ["rg-demo"], "list_model": False})
+    assert requests > 0 and hosts == SEED_VMS
+    hosts, requests, dummy = hosts_and_requests({"resource_groups": ["rg-demo"], "locations": ["northeurope"]})
+    assert (hosts, requests > 0) == ([], True)
+    hosts, requests, dummy = hosts_and_requests({"resource_groups": ["rg-demo"], "tags": {"env": None}})
+    assert (hosts, requests > 0) == ([], True)
+    # Naming and grouping apply to the cached VMs: no fresh read needed.
+    hosts, requests, dummy = hosts_and_requests({"resource_groups": ["rg-demo"], "hostnames": "resource_group_name",
+                                                 "group_prefix": "az_"})
+    assert (hosts, requests) == (sorted("rg-demo_" + vm for vm in SEED_VMS), 0)
+
+    # A repair makes a warm cache stale; --flush-cache reads afresh and refills it (docs/inventory.md).
+    compute(emulator).virtual_machine_extensions.begin_create_or_update(
+        RG, "vm-failed-ext", "installApp", CUSTOM_SCRIPT).result()
+    hosts, requests, data = hosts_and_requests({"resource_groups": ["rg-demo"]})
+    assert requests == 0 and group_hosts(data, "azure_ext_failed") == ["vm-failed-ext"]  # stale, as documented
+    hosts, requests, data = hosts_and_requests({"resource_groups": ["rg-demo"]}, "--flush-cache")
+    assert requests > 0 and group_hosts(data, "azure_ext_failed") == []
+    hosts, requests, data = hosts_and_requests({"resource_groups": ["rg-demo"]})
+    assert requests == 0 and group_hosts(data, "azure_ext_failed") == []

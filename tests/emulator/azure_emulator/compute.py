@@ -270,12 +270,16 @@ def _run_handler(ctx, vm, ext, kind):
         duration = ctx.state.settings["handler_duration_s"]
         error = handlers.provisioning_error(sibling.name, sibling.props, sibling.run)
         ext.run = HandlerRun(ctx.now, ctx.now + duration, "failed", error["message"], kind)
+        end = ext.run.end
     else:
         ext.run = handlers.start_run(ctx.state, vm.name, ext.name, ext.props, vm.os_type, kind, ctx.now,
                                      agent_ready=vm.agent_status == "Ready")
-        error = handlers.provisioning_error(ext.name, ext.props, ext.run) if ext.run.outcome == "failed" else None
-    vm.busy_until = ext.run.end
-    return ctx.state.new_operation(vm.location, ctx.now, ext.run.end, error)
+        if ext.run.end is None:
+            # A handler that never finishes: ARM gives up at Azure's handler timeout (handlers.handler_timeout_s).
+            ext.run.deadline = ctx.now + handlers.handler_timeout_s(ext.props)
+        end, error = handlers.operation_end_and_error(ext.name, ext.props, ext.run, ctx.now)
+    vm.busy_until = end
+    return ctx.state.new_operation(vm.location, ctx.now, end, error)
 
 
 def check_property_change(existing, props):
@@ -329,9 +333,7 @@ def _no_op_write(ctx, vm, existing, status):
     existing run's outcome; no handler runs, so no queued handler fault is consumed. The real recording
     (tests/data/recordings/azure-sdk-assets_...extensions-subset.json) shows exactly this: an unchanged PATCH
     answered "Updating" and its operation ended 0.23 s later, where the create had taken minutes."""
-    run = existing.run
-    end = ctx.now if run.finished(ctx.now) else run.end
-    error = handlers.provisioning_error(existing.name, existing.props, run) if run.outcome == "failed" else None
+    end, error = handlers.operation_end_and_error(existing.name, existing.props, existing.run, ctx.now)
     op = ctx.state.new_operation(vm.location, ctx.now, end, error)
     return status, extension_body(ctx, vm, existing, "Updating"), ctx.async_headers(op)
 

@@ -60,6 +60,35 @@ def start_run(state, target, name, props, os_type, kind, now, agent_ready=True):
     return HandlerRun(now, end, "failed" if outcome == "failed" else "succeeded", message, kind, stdout, stderr)
 
 
+# Azure's handler timeouts (seed 000 in Japanese, 002 in French: "Extensions have 20 minutes to run (except
+# CustomScript, Chef and DSC: 90 minutes). If the deployment exceeds this time, it is marked as timed out."). ARM
+# then ends the operation with VMExtensionProvisioningTimeout and the extension's provisioningState is Failed, while
+# the guest agent may still report the handler transitioning (the error's wording is the one ARM returns, as quoted
+# on Microsoft Q&A; tests/data/reference/handler-timeout.md).
+LONG_RUNNING_TYPES = ("customscript", "customscriptextension", "chefclient", "linuxchefclient", "dsc", "dscforlinux")
+SHORT_TIMEOUT_S = 20 * 60
+LONG_TIMEOUT_S = 90 * 60
+
+
+def handler_timeout_s(props):
+    return LONG_TIMEOUT_S if props.get("type", "").lower() in LONG_RUNNING_TYPES else SHORT_TIMEOUT_S
+
+
+def timeout_error(name):
+    return {"code": "VMExtensionProvisioningTimeout",
+            "message": (f"Provisioning of VM extension {name} has timed out. Extension provisioning has taken too "
+                        "long to complete. The extension did not report a message.")}
+
+
+def operation_end_and_error(name, props, run, now):
+    """(end, error) of the operation that tracks a VM extension's run: its end and failure, or for a handler that
+    never finishes, ARM's timeout at the run's deadline."""
+    if run.end is None and run.deadline is not None:
+        return max(now, run.deadline), timeout_error(name)
+    end = now if run.finished(now) else run.end
+    return end, provisioning_error(name, props, run) if run.outcome == "failed" else None
+
+
 AGENT_NOT_READY_MESSAGE = (
     "VM has not reported status for VM agent or extensions. Verify that the OS is up and healthy, the VM has a "
     "running VM agent, and that it can establish outbound connections to Azure storage.")

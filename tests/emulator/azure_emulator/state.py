@@ -63,11 +63,20 @@ class HandlerRun:
         self.kind, self.stdout, self.stderr = kind, stdout, stderr
         # The handler version this run installed (None: the newest the catalogue allows, read when shown).
         self.version = version
+        # When ARM gives up on a handler that never finishes (VM extensions: handlers.handler_timeout_s); None =
+        # never (scale-set instances keep the older model: their operation stays in progress).
+        self.deadline = None
 
     def finished(self, now):
         return self.end is not None and now >= self.end
 
+    def timed_out(self, now):
+        """ARM marked the run Failed at its deadline; the handler itself still reports transitioning."""
+        return self.end is None and self.deadline is not None and now >= self.deadline
+
     def provisioning_state(self, now):
+        if self.timed_out(now):
+            return "Failed"
         if not self.finished(now):
             return self.kind
         return "Succeeded" if self.outcome == "succeeded" else "Failed"
