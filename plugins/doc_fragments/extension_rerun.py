@@ -31,8 +31,16 @@ options:
         that differ from the fingerprint are refused too. It also refuses when Azure would refuse the reapply
         (VM agent not Ready, another extension failed, too many unhealthy scale-set instances)."
       - "Recovery: when the reapply fails, the error names the backup file and gives the task that restores it
-        (O(definition_from_backup)). When a run stopped between the delete and the reapply, running the same
-        rerun again finds the extension absent and its unfinished backup, and restores it."
+        (O(definition_from_backup)), and the result carries the backup itself in C(rerun.backup) (never a secret).
+        When a run stopped between the delete and the reapply, running the same rerun again finds the extension
+        absent and its unfinished backup, and restores it - with the same protected settings only: the backup
+        keeps their salted fingerprint and a recovery with other ones is refused. In check mode it reports
+        C(outcome=planned) and writes nothing."
+      - "The reapply keeps the extension's fingerprint choice: an extension without the fingerprint tag gets none
+        (unless O(rerun_overrides.protected_settings_fingerprint) says otherwise)."
+      - "One rerun of an extension at a time: a second rerun of the same extension (subscription, resource group,
+        VM or scale set, name) while one runs from the same O(backup_dir) is refused before any write, naming the
+        process that holds it."
     type: str
     choices: [force_update_tag, delete_reapply]
     default: force_update_tag
@@ -100,19 +108,26 @@ options:
       - Directory on the controller for the backup files a rerun writes before any write, one per extension and
         run, named C(<resource group>_<vm or scale set>_<extension>_<UTC timestamp>.json). The directory is made
         mode 0700 and the files 0600.
-      - A backup holds the definition read from Azure and the one reapplied, the stage the rerun reached and the
-        task that restores it; never protected settings (nor the fingerprint tag's value).
+      - A backup holds the definition read from Azure and the one reapplied, the stage the rerun reached, the
+        task that restores it, and the salted fingerprint of the protected settings (the one Azure held, or one
+        made of those supplied), so that a recovery can prove it gets the same ones back; never the protected
+        settings themselves.
+      - The folder also holds one lock file per extension being rerun (C(.<kind>_<subscription>_...lock)); the
+        kernel releases a lock when its process ends, also when it is killed. Jobs that may rerun the same
+        extension (AWX) should share one folder on a persistent volume (the collection's C(docs/awx.md)).
       - Defaults to C(~/.ansible/azure_vm_extensions/backups) of the user running the task, outside the
         collection, or the environment variable E(AZURE_VM_EXTENSIONS_BACKUP_DIR). A rerun looks here for the
         unfinished backup of an absent extension.
     type: path
   definition_from_backup:
     description:
-      - Path of a backup file written by a rerun. With O(state=present), the extension gets the definition saved
-        in it (add O(protected_settings) when the backup says it had some; they are never saved), as an ordinary
-        task would, so a second run reports no change.
-      - The backup must be of this task's extension (resource group, VM or scale set, name). Excludes O(rerun),
-        O(rerun_overrides) and the definition options O(publisher), O(type), O(type_handler_version) and
-        O(settings).
-    type: path
+      - A backup written by a rerun - the path of its file, or the backup itself as a failed rerun returns it in
+        C(rerun.backup) (for example from an AWX job's artifacts, where the job's disk is gone). With
+        O(state=present), the extension gets the definition saved in it (add O(protected_settings) when the backup
+        says it had some; they are never saved, and must be the same ones, which the backup's salted fingerprint
+        checks), as an ordinary task would, so a second run reports no change.
+      - The backup must be of this task's extension (subscription, resource group, VM or scale set, name).
+        Excludes O(rerun), O(rerun_overrides) and the definition options O(publisher), O(type),
+        O(type_handler_version) and O(settings).
+    type: raw
 """

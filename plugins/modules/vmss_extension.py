@@ -197,6 +197,42 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+rerun:
+  description:
+    - What a rerun or a restore did (O(rerun=true) with a definition read from Azure or O(rerun_method=delete_reapply),
+      or O(definition_from_backup)). Also on failure.
+  returned: when the task reran or restored the extension
+  type: dict
+  contains:
+    outcome:
+      description:
+        - V(succeeded), V(restored) (from a backup), V(unchanged) (a restore found it in place), V(planned)
+          (check mode), V(refused) (nothing was written), V(failed) (after the backup was written),
+          V(delete_failed) or V(not_found).
+      type: str
+    method:
+      description: V(force_update_tag), V(delete_reapply) or V(restore).
+      type: str
+    handler_message:
+      description: The handler's status and substatus messages after the reapply, on one line.
+      type: str
+    backup_file:
+      description: The backup file of this run (empty when none was written).
+      type: str
+    backup:
+      description:
+        - When the rerun failed after its backup was written, the backup itself (never a secret), as
+          O(definition_from_backup) takes it. Where the controller's disk does not last (AWX), keep it.
+      returned: on failure after the backup
+      type: dict
+    summary:
+      description: One line with the target, extension, method, outcome, handler message and backup file.
+      type: str
+      sample: 'vm=vm-web-01 extension=customScript method=delete_reapply outcome=succeeded handler="Enable succeeded" backup=/home/u/.ansible/azure_vm_extensions/backups/rg-demo_vm-web-01_customScript_20261207T120000000000Z.json'
+before:
+  description: The definition read from Azure before a rerun (or the one saved in the backup of a restore).
+  returned: when the task reran or restored the extension
+  type: dict
 changes:
   description:
     - The options whose declared value differed from Azure (empty when nothing changed).

@@ -277,7 +277,7 @@ def test_scale_set_delete_and_reapply_each_roll_out(run_playbook, emulator, tmp_
     assert SECRET not in backups(tmp_path)[0].read_text()
 
 
-def test_playbook_over_an_inventory_reports_one_line_per_host_in_at_most_five_tasks(
+def test_playbook_over_an_inventory_reports_one_line_per_host_in_at_most_six_tasks(
         run_playbook, emulator, tmp_path):
     """Defect 5: 24-28 tasks per host. The role is now a thin loop: count the tasks each host runs."""
     inventory = tmp_path / "inventory.yml"
@@ -298,7 +298,9 @@ def test_playbook_over_an_inventory_reports_one_line_per_host_in_at_most_five_ta
     for host in ("vm-web-01", "windows"):
         tasks = [task["task"]["name"] for play in run.results["plays"] for task in play["tasks"]
                  if host in task["hosts"]]
-        assert 0 < len(tasks) <= 5, tasks
+        # argument validation, the VM or the scale-set rerun (one of them skipped), the record, the artifact of a
+        # failed rerun's backup (skipped unless one failed after its backup), the summary line: nothing else
+        assert 0 < len(tasks) <= 6, tasks
 
 
 def test_check_mode_sends_no_write(run_playbook, emulator, tmp_path):
