@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: azure_vms
-short_description: Azure VMs (and Uniform scale-set instances) with their extensions' and VM agent's state
+short_description: Azure VMs and scale-set instances (Uniform and Flexible) with their extensions' and agent's state
 version_added: 0.1.0
 description:
   - Lists the virtual machines of one or more subscriptions with a few paged list calls, never one read per VM,
@@ -23,15 +23,16 @@ description:
     C(rerun_extension_resource_group) and C(azure_subscription_id) what the C(azure_vm.extensions.rerun_extension)
     role reads, so both run over this inventory with no mapping.
   - "An extension is B(failed) when ARM's provisioning state is V(Failed) B(or) its handler reports failed (either
-    alone is enough; a V(Canceled) operation counts as V(Failed), as in the modules). ARM marks an extension V(Failed) when its handler outlives Azure's timeout (20 minutes, 90 for
-    CustomScript, Chef and DSC) while the handler may still report transitioning; the rerun repairs both. Its
+    alone is enough; a V(Canceled) operation counts as V(Failed), as in the modules). ARM marks an extension
+    V(Failed) when its handler outlives Azure's timeout (20 minutes, 90 for CustomScript, Chef and DSC) while the handler may still report transitioning; the rerun repairs both. Its
     C(state) is then V(failed) and the host is in C(azure_ext_failed) and C(azure_ext_<name>_failed). With
     O(list_model=false) the provisioning state is not read, and the handler alone decides."
   - "Requests, per subscription: the VM list with run-time status (C(statusOnly=true)) and the VM list (the model:
     OS type, tags, extension publishers, auto-upgrade flags, provisioning states), each one request per page,
     read in parallel: 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
-    O(include_vmss_instances), one paged list of the scale sets plus, per Uniform scale set, one paged list of
-    its instances with their instance views. Filters are applied to what the lists return, so they do not change
+    O(include_vmss_instances), one paged list of the scale sets plus, per scale set, one paged list of its
+    instances (Uniform, with their instance views; Flexible, the VM List with the scale set's filter, which only
+    names its VMs: their status is in the statusOnly list already). Filters are applied to what the lists return, so they do not change
     the count. With the inventory cache warm, no request at all."
   - It resolves no network addresses (that would cost a list of network interfaces and one of public IP
     addresses per subscription, from another SDK). Put this source in one inventory directory with one that
@@ -86,10 +87,13 @@ options:
     default: {}
   include_vmss_instances:
     description:
-      - Also make a host of every instance of the Uniform scale sets (Flexible scale sets' VMs are VMs and are
-        listed anyway). Their host names are C(<scale set>_<instance id>); they are in the group
-        C(<group_prefix>vmss_instances), and have C(azure_vmss_name) and C(azure_vmss_instance_id) instead of
-        C(azure_vm_name).
+      - Also make a host of every instance of the Uniform scale sets. Their host names are
+        C(<scale set>_<instance id>); they are in the group C(<group_prefix>vmss_instances), and have
+        C(azure_vmss_name) and C(azure_vmss_instance_id) instead of C(azure_vm_name).
+      - The instances of a Flexible scale set are VMs, hosts in any case (named by their VM names, addressed by
+        C(azure_vm_name) like any VM). With this option (or O(list_model), whose model list names their scale set)
+        they also get C(azure_vmss_name) and C(azure_vmss_orchestration_mode=Flexible) and join the groups
+        C(<group_prefix>vmss_instances) and C(<group_prefix>vmss_<scale set>) besides C(<group_prefix>vms).
     type: bool
     default: false
   list_model:
@@ -117,7 +121,8 @@ options:
     type: str
     default: azure_
 notes:
-  - "Groups (with the default O(group_prefix)): C(azure_vms); C(azure_vmss_instances); C(azure_ext_failed) (any
+  - "Groups (with the default O(group_prefix)): C(azure_vms) (every VM, Flexible scale-set instances included);
+    C(azure_vmss_instances) (Uniform and Flexible); C(azure_ext_failed) (any
     extension whose provisioning state or handler is failed, see above); C(azure_ext_transitioning) (a handler
     still running, on an extension that is not failed);
     C(azure_ext_<extension name>) and C(azure_ext_<extension name>_<state>); C(azure_agent_not_ready);
@@ -244,6 +249,10 @@ def public_tags(tags):
     return dict((key, value) for key, value in (tags or {}).items() if not key.startswith(FINGERPRINT_TAG))
 
 
+def is_flexible(scale_set):
+    return ((scale_set.get("properties") or {}).get("orchestrationMode") or "Uniform").lower() == "flexible"
+
+
 def extension_state(handler, provisioning_state):
     """'failed' by extension_failed(); otherwise the handler's state from its instance view, and when the handler
     has not reported, ARM's provisioning state ('Creating', 'Updating', ... -> 'transitioning')."""
@@ -330,6 +339,10 @@ def host_record(status_vm, model_vm, subscription_id, scale_set=None):
         # The rerun_extension role's own variables, so that it needs no mapping either.
         record["rerun_extension_vm_name"] = record["azure_vm_name"]
         record["rerun_extension_resource_group"] = record["azure_resource_group"]
+        # A Flexible scale set's instance is a VM that names its scale set (the model list carries it).
+        flexible = (props.get("virtualMachineScaleSet") or {}).get("id")
+        if flexible:
+            flexible_instance_of(record, parse_resource_id(flexible).get("virtualmachinescalesets"))
     else:
         record["azure_vmss_name"] = scale_set.get("name")
         record["azure_vmss_instance_id"] = status_vm.get("instanceId") or ids.get("virtualmachines")
@@ -337,6 +350,13 @@ def host_record(status_vm, model_vm, subscription_id, scale_set=None):
             ((scale_set.get("properties") or {}).get("virtualMachineProfile") or {}).get("storageProfile") or {}
         ).get("osDisk", {}).get("osType")
     return record
+
+
+def flexible_instance_of(record, scale_set_name):
+    """Mark a VM's record as an instance of a Flexible scale set: it stays a VM (azure_vm_name, the VM APIs address
+    it) and gains its scale set's name, so that it joins the scale set's group."""
+    record["azure_vmss_name"] = scale_set_name
+    record["azure_vmss_orchestration_mode"] = "Flexible"
 
 
 def unique_subscriptions(subscriptions):
@@ -535,24 +555,33 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         # A VM created between the two lists: known from the model only (no run-time status yet).
         records.extend(host_record(None, vm, sub) for vm in models.values())
         if scale_sets:
-            uniform = [ss for ss in scale_sets.result() if self._wanted_scale_set(ss)]
+            wanted = [ss for ss in scale_sets.result() if self._wanted_scale_set(ss)]
             instance_lists = [(ss, pool.submit(self._list, connection, "instances of scale set %s" % ss.get("name"),
-                                               self._instances_call(compute, ss))) for ss in uniform]
+                                               self._instances_call(compute, ss))) for ss in wanted]
+            by_id = dict((_lower(record["azure_id"]), record) for record in records)
             for ss, instances in instance_lists:
                 for instance in instances.result():
-                    records.append(host_record(instance, instance, sub, scale_set=ss))
+                    if is_flexible(ss):
+                        # Its instances are VMs, already read above: the list only names them.
+                        record = by_id.get(_lower(instance.get("id")))
+                        if record is not None:
+                            flexible_instance_of(record, ss.get("name"))
+                    else:
+                        records.append(host_record(instance, instance, sub, scale_set=ss))
         return records
 
     @staticmethod
     def _instances_call(compute, scale_set):
+        """Uniform: the scale set's instances with their instance views. Flexible: its VMs, named by the VM List's
+        scale-set filter (their status comes from the statusOnly list already read)."""
         group = parse_resource_id(scale_set.get("id")).get("resourcegroups")
+        if is_flexible(scale_set):
+            return lambda: compute.virtual_machines.list(
+                group, filter="'virtualMachineScaleSet/id' eq '%s'" % scale_set.get("id"))
         return lambda: compute.virtual_machine_scale_set_vms.list(group, scale_set.get("name"), expand="instanceView")
 
     def _wanted_scale_set(self, scale_set):
-        """Uniform scale sets (Flexible ones' VMs are in the VM lists) that pass the filters."""
-        mode = ((scale_set.get("properties") or {}).get("orchestrationMode") or "Uniform").lower()
-        if mode != "uniform":
-            return False
+        """Scale sets that pass the filters."""
         probe = {"azure_resource_group": parse_resource_id(scale_set.get("id")).get("resourcegroups"),
                  "azure_location": scale_set.get("location"), "azure_tags": public_tags(scale_set.get("tags"))}
         return self._wanted(probe, scale_set.get("tags"))
@@ -598,7 +627,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             host = self.inventory.add_host(host_name)
             for key, value in record.items():
                 self.inventory.set_variable(host, key, value)
-            self._group("vmss_instances" if record.get("azure_vmss_name") else "vms", host)
+            if record.get("azure_vm_name"):
+                self._group("vms", host)  # a Flexible scale set's instance is a VM too
+            if record.get("azure_vmss_name"):
+                self._group("vmss_instances", host)
             if record.get("azure_vmss_name"):
                 self._group("vmss_" + record["azure_vmss_name"], host)
             if record["azure_failed_extensions"]:

@@ -403,3 +403,16 @@ def desired_definition(definition, name, current, where, version):
     if definition.get("rerun"):
         desired["force_update_tag"] = str(uuid.uuid4())
     return desired
+
+
+def matches_definition(model, ext):
+    """Whether an extension (REST shape) carries the definition of a model extension (REST shape): same publisher
+    and type, and no compared property differs (protected settings cannot be compared: ARM returns neither). What a
+    Flexible scale set's VM has instead of Uniform's latestModelApplied. model None: the extension must be absent."""
+    if model is None or ext is None:
+        return model is None and ext is None
+    props = model.get("properties") or {}
+    wanted = dict((option, props.get(prop)) for option, prop in COMPARED_PROPERTIES)
+    wanted.update(publisher=props.get("publisher"), type=props.get("type"), settings=props.get("settings"),
+                  protected_settings_from_key_vault=props.get("protectedSettingsFromKeyVault"))
+    return not identity_conflicts(wanted, ext) and not changed_properties(wanted, ext, use_fingerprint=False)

@@ -36,6 +36,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_stat
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vm_extension_state import ExtensionState, change_summary
 from ansible_collections.azure_vm.extensions.plugins.module_utils.vmss_rollout import (
     RolloutBackend,
+    flexible_instance,
     instance_statuses,
     manual_rollout,
     new_summary,
@@ -52,6 +53,10 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.waiter import 
     submit_with_retry,
     wait_for_poller,
 )
+
+# Flexible orchestration: the instances are VMs, listed with the VM List's scale-set filter (always with it:
+# $expand=instanceView needs a filter) - tests/data/flexible-scale-sets.md, section 3.
+FLEXIBLE_FILTER = "'virtualMachineScaleSet/id' eq '%s'"
 
 VMSS_EXTENSION_OPTIONS = dict(
     EXTENSION_OPTIONS,
@@ -149,6 +154,8 @@ class VmssExtension(ExtensionState):
         self.max_unhealthy_percent = max_unhealthy_percent
         self.rolling_upgrade = rolling_upgrade
         self.interval = connection.polling_interval
+        self.orchestration = None  # Uniform or Flexible, from the scale set's read
+        self.model = None          # the model's extension (REST), what a Flexible VM is compared with
 
     def start_clock(self, extension_type):
         """The task's one deadline, unless the caller gave one: timeout, or Azure's handler timeout for this type."""
@@ -158,23 +165,41 @@ class VmssExtension(ExtensionState):
 
     # ---- reads -------------------------------------------------------------------------------------------------
     def read_vmss(self):
-        return read_or_absent(
+        vmss = read_or_absent(
             lambda: self.compute.virtual_machine_scale_sets.get(self.group, self.vmss_name), self.vmss_id,
             missing=lambda exc: not_found_error(exc, self.connection.subscription_id, self.group,
                                                 resource=("vmss", self.vmss_name)))
+        self.orchestration = (vmss.get("properties") or {}).get("orchestrationMode") or "Uniform"
+        return vmss
+
+    @property
+    def flexible(self):
+        if self.orchestration is None:
+            self.read_vmss()
+        return self.orchestration.lower() == "flexible"
 
     def read_extension(self):
-        return read_or_absent(lambda: self.compute.virtual_machine_scale_set_extensions.get(
+        self.model = read_or_absent(lambda: self.compute.virtual_machine_scale_set_extensions.get(
             self.group, self.vmss_name, self.name), self.ext_id)
+        return self.model
 
     def read(self):
         """(this extension or None, the scale set), both as Azure has them now."""
         return self.read_extension(), self.read_vmss()
 
     def read_instances(self):
+        """The instances with their instance views. On a Flexible scale set they are VMs (one paged VM List with the
+        scale set's filter), each compared with the model's extension as this run last read or wrote it."""
         with arm_errors("reading the instances of", self.vmss_id):
-            return [as_rest(vm) for vm in self.compute.virtual_machine_scale_set_vms.list(
-                self.group, self.vmss_name, expand="instanceView")]
+            if not self.flexible:
+                return [as_rest(vm) for vm in self.compute.virtual_machine_scale_set_vms.list(
+                    self.group, self.vmss_name, expand="instanceView")]
+            return [flexible_instance(vm, self.name, self.model) for vm in self.read_vms()]
+
+    def read_vms(self):
+        """A Flexible scale set's VMs (REST) with their instance views and extensions."""
+        return [as_rest(vm) for vm in self.compute.virtual_machines.list(
+            self.group, filter=FLEXIBLE_FILTER % self.vmss_id, expand="instanceView")]
 
     # ---- writes ------------------------------------------------------------------------------------------------
     def submit(self, begin, operation="writing", target=None):
@@ -217,8 +242,11 @@ class VmssExtension(ExtensionState):
             return []
         unknown = [w for w in wanted if str(w) not in ids]
         if unknown:
-            raise AzureOperationError("upgrade_instances: instance id(s) %s not in scale set %s (instances: %s)" % (
-                ", ".join(unknown), self.vmss_name, ", ".join(ids)))
+            raise AzureOperationError(
+                "upgrade_instances: %s not in scale set %s, which is in %s orchestration mode (its instances: %s)%s. "
+                "Nothing was written." % (", ".join(unknown), self.vmss_name, self.orchestration, ", ".join(ids),
+                                          "; on a Flexible scale set the instances are VMs, named by their VM names"
+                                          if self.flexible else "; a Uniform scale set's instance ids are numbers"))
         return sort_ids(set(str(w) for w in wanted))
 
     def check_health(self, instances, mode, targets):
@@ -328,6 +356,7 @@ class VmssExtension(ExtensionState):
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_delete(
             self.group, self.vmss_name, self.name, polling=wait), "deleting")
         self.wrote = True
+        self.model = None
         self.update_fingerprint(vmss)
         result = dict(changed=True, changes=["state"], extension={}, diff=diff, summary="%s: removed" % self.name)
         if not wait:
@@ -436,6 +465,7 @@ class VmssExtension(ExtensionState):
         poller = self.submit(lambda: self.compute.virtual_machine_scale_set_extensions.begin_create_or_update(
             self.group, self.vmss_name, self.name, body, polling=wait))
         self.wrote = True
+        self.model = dict(body, name=self.name)  # what a Flexible VM must carry from now on
         self.update_fingerprint(vmss, definition)
         if not wait:
             result = dict(changed=True, changes=changes, extension=ext_result(as_rest(poller.result())),
@@ -462,10 +492,13 @@ def vmss_extension_info(azure):
         with arm_errors("reading extensions of", run.vmss_id):
             found = [as_rest(ext) for ext in run.compute.virtual_machine_scale_set_extensions.list(
                 run.group, run.vmss_name)]
-    instances = run.read_instances()
+    with arm_errors("reading the instances of", run.vmss_id):
+        vms = run.read_vms() if run.flexible else run.read_instances()
     extensions = []
     for ext in found:
         item = ext_result(ext)
+        # On a Flexible scale set each extension has its own "latest model": whether the VM carries its definition.
+        instances = [flexible_instance(vm, item["name"], ext) for vm in vms] if run.flexible else vms
         item["instances"] = summarize(instance_statuses(instances, item["name"]))
         extensions.append(item)
     props = vmss.get("properties") or {}
@@ -474,6 +507,7 @@ def vmss_extension_info(azure):
         "name": vmss.get("name"),
         "location": vmss.get("location"),
         "upgrade_policy": (props.get("upgradePolicy") or {}).get("mode") or "Manual",
-        "capacity": (vmss.get("sku") or {}).get("capacity", len(instances)),
+        "orchestration_mode": run.orchestration,
+        "capacity": (vmss.get("sku") or {}).get("capacity", len(vms)),
     }
     return dict(changed=False, scale_set=scale_set, extensions=extensions)

@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import math
 
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import matches_definition
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     handler_state,
     status_messages,
@@ -48,6 +49,22 @@ def instance_extension_view(instance, ext_name):
         if (ext.get("name") or "").lower() == ext_name.lower():
             return ext
     return None
+
+
+def flexible_instance(vm, ext_name, model):
+    """A Flexible scale set's VM (REST, read with $expand=instanceView) in the shape of a Uniform instance, so that
+    everything here works on "instances" whichever mode provides them: instanceId is the VM name (what manualupgrade
+    takes on Flexible), the instance view is the VM's, and latestModelApplied - which a Flexible VM does not have -
+    says whether its extension ext_name carries the model's definition (model: the scale set's extension, REST, or
+    None when the model has none)."""
+    props = vm.get("properties") or {}
+    ext = None
+    for resource in vm.get("resources") or []:
+        if (resource.get("name") or "").lower() == ext_name.lower():
+            ext = resource
+    return {"instanceId": vm.get("name"), "name": vm.get("name"), "id": vm.get("id"),
+            "properties": {"instanceView": props.get("instanceView"),
+                           "latestModelApplied": matches_definition(model, ext)}}
 
 
 def instance_status(instance, ext_name):

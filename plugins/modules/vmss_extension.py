@@ -30,6 +30,13 @@ description:
     each instance and the handler's message.
   - A 409 "another operation is in progress" is retried with backoff until O(timeout); any other 409 fails at once.
   - Before any write, the task fails when a targeted instance is stopped or deallocated, naming it and its state.
+  - "Both orchestration modes. On a Flexible scale set (the mode Azure recommends for new workloads) the instances
+    are VMs: the module lists them with the VM List's scale-set filter, names them by their VM names (also in
+    O(upgrade_instances) and in the results), upgrades them with the same batches, health gates and resume as on a
+    Uniform scale set (C(manualupgrade) takes VM names there, so the model's protected settings reach them as
+    Azure holds them), and counts an instance as on the latest model when its VM extension carries the model's
+    definition. It never calls the Uniform-only scale-set instance view or scale-set VM APIs. See the collection's
+    C(docs/vmss.md)."
   - "Success means terminal: when the model already matches, instances still transitioning are waited for, and
     instances that do not run the latest model yet (a rollout that was interrupted, or not waited on) are rolled
     out to in batches, as a first run would; the task reports V(instances) in RV(changes) then."
@@ -69,7 +76,9 @@ options:
     type: bool
   upgrade_instances:
     description:
-      - C(Manual) upgrade policy only. The instance ids to upgrade to the new model after a change.
+      - C(Manual) upgrade policy only. The instances to upgrade to the new model after a change - instance ids
+        (numbers) on a Uniform scale set, VM names on a Flexible one; the other kind is refused, naming the mode,
+        before any write.
       - Omitted or V([all]) upgrades every instance; V([]) or V([none]) only changes the model (instances pick it
         up when upgraded later).
       - When the extension already matches, the targeted instances that do not run the scale set's latest model

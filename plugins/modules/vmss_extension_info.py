@@ -72,6 +72,11 @@ scale_set:
     upgrade_policy:
       description: V(Manual), V(Automatic) or V(Rolling).
       type: str
+    orchestration_mode:
+      description:
+        - V(Uniform) or V(Flexible). On a Flexible scale set the instances are VMs, named by their VM names, and an
+          instance counts as on the latest model when its VM extension carries the model's definition.
+      type: str
     capacity:
       description: Number of instances.
       type: int
