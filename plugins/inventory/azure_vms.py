@@ -24,9 +24,10 @@ description:
     role reads, so both run over this inventory with no mapping.
   - "An extension is B(failed) when ARM's provisioning state is V(Failed) B(or) its handler reports failed (either
     alone is enough; a V(Canceled) operation counts as V(Failed), as in the modules). ARM marks an extension
-    V(Failed) when its handler outlives Azure's timeout (20 minutes, 90 for CustomScript, Chef and DSC) while the handler may still report transitioning; the rerun repairs both. Its
-    C(state) is then V(failed) and the host is in C(azure_ext_failed) and C(azure_ext_<name>_failed). With
-    O(list_model=false) the provisioning state is not read, and the handler alone decides."
+    V(Failed) when its handler outlives Azure's timeout (20 minutes, 90 for CustomScript, Chef and DSC) while the
+    handler may still report transitioning; the rerun repairs both. Its C(state) is then V(failed) and the host is
+    in C(azure_ext_failed) and C(azure_ext_<name>_failed). With O(list_model=false) the provisioning state is not
+    read, and the handler alone decides."
   - "Requests, per subscription: the VM list with run-time status (C(statusOnly=true)) and the VM list (the model:
     OS type, tags, extension publishers, auto-upgrade flags, provisioning states), each one request per page,
     read in parallel: 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With

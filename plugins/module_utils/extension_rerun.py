@@ -296,9 +296,9 @@ def restore_task(kind, group, target, name, path, secrets_needed, subscription_i
     if subscription_id:
         lines.append("    subscription_id: %s" % json.dumps(subscription_id))
     lines += ["    resource_group: %s" % json.dumps(group),
-             "    %s: %s" % ("vmss_name" if kind == "vmss" else "vm_name", json.dumps(target)),
-             "    name: %s" % json.dumps(name),
-             "    definition_from_backup: %s" % json.dumps(path)]
+              "    %s: %s" % ("vmss_name" if kind == "vmss" else "vm_name", json.dumps(target)),
+              "    name: %s" % json.dumps(name),
+              "    definition_from_backup: %s" % json.dumps(path)]
     if secrets_needed:
         lines.append("    protected_settings: \"{{ vault_protected_settings }}\"  # its protected settings (never saved)")
     return "\n".join(lines)

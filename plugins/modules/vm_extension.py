@@ -204,7 +204,8 @@ rerun:
     summary:
       description: One line with the target, extension, method, outcome, handler message and backup file.
       type: str
-      sample: 'vm=vm-web-01 extension=customScript method=delete_reapply outcome=succeeded handler="Enable succeeded" backup=/home/u/.ansible/azure_vm_extensions/backups/rg-demo_vm-web-01_customScript_20261207T120000000000Z.json'
+      sample: 'vm=vm-web-01 extension=customScript method=delete_reapply outcome=succeeded handler="Enable succeeded"
+        backup=/home/u/.ansible/azure_vm_extensions/backups/rg-demo_vm-web-01_customScript_20261207T120000Z.json'
 before:
   description: The definition read from Azure before a rerun (or the one saved in the backup of a restore).
   returned: when the task reran or restored the extension
