@@ -242,11 +242,12 @@ class VmssExtension(ExtensionState):
             return []
         unknown = [w for w in wanted if str(w) not in ids]
         if unknown:
+            kind = "; on a Flexible scale set the instances are VMs, named by their VM names" if self.flexible \
+                else "; a Uniform scale set's instance ids are numbers"
             raise AzureOperationError(
-                "upgrade_instances: %s not in scale set %s, which is in %s orchestration mode (its instances: %s)%s. "
-                "Nothing was written." % (", ".join(unknown), self.vmss_name, self.orchestration, ", ".join(ids),
-                                          "; on a Flexible scale set the instances are VMs, named by their VM names"
-                                          if self.flexible else "; a Uniform scale set's instance ids are numbers"))
+                "upgrade_instances: instance id(s) %s not in scale set %s, which is in %s orchestration mode (its "
+                "instances: %s)%s. Nothing was written." % (", ".join(unknown), self.vmss_name, self.orchestration,
+                                                            ", ".join(ids), kind))
         return sort_ids(set(str(w) for w in wanted))
 
     def check_health(self, instances, mode, targets):
