@@ -1,0 +1,260 @@
+"""Self-healing with Event-Driven Ansible: the real ansible-rulebook runs the collection's self_heal rulebook (the
+extension_state event source and the self_heal playbook) against the emulator.
+
+* a handler failure is rerun on exactly that VM, in its subscription, once; the recovery is logged; a restart of
+  ansible-rulebook on the same state file reports nothing again and writes nothing;
+* a handler that always fails is rerun max_attempts times, then escalated (journal and notification), then left
+  alone, also after a restart;
+* agent not ready / back, a deallocated VM and a hung handler are reported and nothing is written;
+* 1,000 VMs polled once per 30 s (simulated, the published throttling limits) cost ceil(1000 / page size) reads
+  per poll and nothing else.
+
+Skipped, with the reason, where ansible-rulebook cannot start (no Java 17 runtime).
+"""
+import http.server
+import json
+import math
+import threading
+import time
+
+import pytest
+import yaml
+from azure.core.exceptions import HttpResponseError
+
+from eda.rulebook_run import Rulebook, rulebook_unavailable
+from emulator_clients import RG, compute
+from harness import REPO_ROOT
+
+WRITE_METHODS = ("PUT", "PATCH", "POST", "DELETE")
+COLLECTION_AGENT = "azure_vm.extensions/"
+UNAVAILABLE = rulebook_unavailable()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+
+
+def ext_path(sub, vm, name):
+    return "/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/virtualMachines/%s/extensions/%s" % (
+        sub, RG, vm, name)
+
+
+def ours(emulator, since):
+    """The ARM requests the rulebook sent (the collection's user agent) from `since` (epoch seconds) on."""
+    return [r for r in emulator.arm_requests() if COLLECTION_AGENT in (r.get("user_agent") or "")
+            and r["time"] >= since]
+
+
+def writes(requests):
+    return [r for r in requests if r["method"] in WRITE_METHODS]
+
+
+def break_handler(emulator, vm, name, times=1, **fault):
+    """An operator's change (a new forceUpdateTag, through the SDK) whose handler run fails: the failure the
+    rulebook has to notice. `times` None: every later run of that handler fails too."""
+    rule = {"extension": dict(fault, vm=vm, name=name, outcome="failed")}
+    if times is not None:
+        rule["times"] = times
+    emulator.faults([rule])
+    client = compute(emulator)
+    ext = client.virtual_machine_extensions.get(RG, vm, name)
+    ext.force_update_tag = "operator-change-%d" % time.time_ns()
+    with pytest.raises(HttpResponseError, match="VMExtensionProvisioningError"):
+        client.virtual_machine_extensions.begin_create_or_update(RG, vm, name, ext).result()
+
+
+def summary(journal):
+    return [(entry["transition"], entry["action"], entry["outcome"], entry.get("attempt")) for entry in journal]
+
+
+@pytest.fixture
+def rulebook(emulator, tmp_path):
+    started = []
+
+    def start(variables, **kwargs):
+        values = {"self_heal_interval": 1, "self_heal_retry_after": 600}
+        values.update(variables)
+        run = Rulebook(tmp_path / "rulebook", emulator, values, **kwargs).start()
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.stop()
+
+
+def test_a_failed_handler_is_rerun_on_exactly_that_vm_once_and_its_recovery_logged(emulator, rulebook):
+    sub = emulator.env["AZURE_SUBSCRIPTION_ID"]
+    emulator.settings(handler_duration_s=0.5)
+    run = rulebook({})
+    run.wait(lambda: run.polls() >= 1, 240, "the baseline poll")
+    # The baseline reports nothing, not even vm-failed-ext's extension that was already failed.
+    run.wait_polls(2)
+    assert run.journal() == []
+    assert writes(ours(emulator, 0)) == []
+
+    since = time.time()
+    # The handler's stderr holds a Jinja expression: it must reach the playbook as text, never be evaluated.
+    break_handler(emulator, "vm-web-01", "customScript", stderr="{{ lookup('env', 'HOME') }}: not found\n")
+    run.wait(lambda: [e["transition"] for e in run.journal()] == ["failed", "recovered"], 240,
+             "the rerun and the recovery in the journal")
+    journal = run.journal()
+    assert summary(journal) == [("failed", "rerun", "submitted", 1), ("recovered", "record", "recorded", None)]
+    failed, recovered = journal
+    for entry in journal:
+        assert (entry["target"], entry["vm_name"], entry["resource_group"], entry["subscription_id"],
+                entry["extension"]) == ("vm", "vm-web-01", RG, sub, "customScript")
+        assert entry["vm_id"] == ext_path(sub, "vm-web-01", "x").rsplit("/extensions/", 1)[0]
+    assert failed["state"] == "failed" and failed["max_attempts"] == 3
+    assert "{ { lookup('env', 'HOME') }}: not found" in failed["handler_message"]
+    assert "settings" not in json.dumps(journal) and "commandToExecute" not in json.dumps(journal)
+    assert recovered["state"] == "succeeded" and recovered["reported_before"] == "failed"
+
+    sent = ours(emulator, since)
+    assert [(r["method"], r["path"]) for r in writes(sent)] == [("PUT", ext_path(sub, "vm-web-01", "customScript"))]
+    tag = writes(sent)[0]["body"]["properties"]["forceUpdateTag"]
+    assert tag and not tag.startswith("operator-change")
+    # Every request that names a VM names that one; the rest are the source's subscription-wide list pages.
+    vm_paths = [r["path"] for r in sent if "/virtualMachines/" in r["path"]]
+    assert vm_paths and all("/virtualMachines/vm-web-01" in path for path in vm_paths)
+    assert {r["path"] for r in sent if "/virtualMachines/" not in r["path"]} == {
+        "/subscriptions/%s/providers/Microsoft.Compute/virtualMachines" % sub}
+    assert not any("vm-failed-ext" in r["path"] for r in emulator.arm_requests())
+
+    # Again: ansible-rulebook restarted on the same state file reports nothing already reported and writes nothing.
+    run.stop()
+    before = time.time()
+    run.start()
+    run.wait_polls(4, timeout=240)
+    assert run.journal() == journal
+    assert writes(ours(emulator, before)) == []
+
+
+class Notifications(http.server.BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):  # noqa: N802 - BaseHTTPRequestHandler's name
+        length = int(self.headers.get("Content-Length") or 0)
+        Notifications.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def notifications():
+    Notifications.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Notifications)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d/escalations" % server.server_address[1], Notifications.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_handler_that_always_fails_is_rerun_max_attempts_times_then_escalated_once(emulator, rulebook,
+                                                                                     notifications):
+    sub = emulator.env["AZURE_SUBSCRIPTION_ID"]
+    url, received = notifications
+    # Handlers run 4 s, so the 1 s polls see each rerun transition and fail: one failed event per rerun.
+    emulator.settings(handler_duration_s=4)
+    run = rulebook({"self_heal_max_attempts": 2, "self_heal_notify_url": url})
+    run.wait(lambda: run.polls() >= 1, 240, "the baseline poll")
+
+    since = time.time()
+    break_handler(emulator, "vm-web-01", "customScript", times=None, stderr="setup.sh: exit 3\n")
+    run.wait(lambda: "escalated" in [e["transition"] for e in run.journal()], 300, "the escalation")
+    run.wait_polls(6)  # the extension stays failed: nothing more may happen
+    journal = run.journal()
+    assert summary(journal) == [("failed", "rerun", "submitted", 1), ("failed", "rerun", "submitted", 2),
+                                ("escalated", "escalate", "recorded", 2)]
+    reruns = writes(ours(emulator, since))
+    assert [(r["method"], r["path"]) for r in reruns] == [("PUT", ext_path(sub, "vm-web-01", "customScript"))] * 2
+    assert len({r["body"]["properties"]["forceUpdateTag"] for r in reruns}) == 2
+    (note,) = received
+    assert (note["transition"], note["vm_name"], note["extension"], note["attempt"], note["max_attempts"]) == (
+        "escalated", "vm-web-01", "customScript", 2, 2)
+    assert "setup.sh: exit 3" in note["handler_message"]
+    assert emulator.env["AZURE_SECRET"] not in json.dumps(note) + json.dumps(journal) + run.output()
+
+    # A restart keeps the count: still failed, still nothing.
+    run.stop()
+    before = time.time()
+    run.start()
+    run.wait_polls(4, timeout=240)
+    assert run.journal() == journal and len(received) == 1
+    assert writes(ours(emulator, before)) == []
+
+
+def test_agent_deallocation_and_hung_handler_are_reported_without_a_write(emulator, rulebook):
+    run = rulebook({"self_heal_agent_grace": 0, "self_heal_transitioning_timeout": 3})
+    run.wait(lambda: run.polls() >= 1, 240, "the baseline poll")
+    since = time.time()
+
+    def reported(transition, vm):
+        line = "azure_vm.extensions: %s on /subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/" \
+               "virtualMachines/%s" % (transition, emulator.env["AZURE_SUBSCRIPTION_ID"], RG, vm)
+        run.wait(lambda: line in run.output(), 120, transition + " of " + vm)
+
+    emulator.set_vm(RG, "vm-web-02", agent_status="NotReady")
+    reported("agent_not_ready", "vm-web-02")
+    emulator.set_vm(RG, "vm-web-02", agent_status="Ready")
+    reported("agent_ready", "vm-web-02")
+    emulator.set_vm(RG, "vm-win-01", power_state="deallocated")
+    reported("deallocated", "vm-win-01")
+    # A handler that never finishes (the operator's write is accepted, its handler hangs).
+    emulator.faults([{"extension": {"vm": "vm-web-01", "name": "customScript", "outcome": "timeout"}, "times": 1}])
+    client = compute(emulator)
+    ext = client.virtual_machine_extensions.get(RG, "vm-web-01", "customScript")
+    ext.force_update_tag = "operator-change"
+    client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-01", "customScript", ext)
+    reported("transitioning_too_long", "vm-web-01")
+    run.wait_polls(2)
+    for transition in ("agent_not_ready", "agent_ready", "deallocated", "transitioning_too_long"):
+        assert run.output().count("azure_vm.extensions: %s on" % transition) == 1, transition
+    assert run.journal() == []
+    assert writes(ours(emulator, since)) == []
+
+
+@pytest.fixture
+def thousand_vms(tmp_path):
+    """An emulator whose subscription holds exactly 1,000 VMs (each with a CustomScript extension)."""
+    from emulator_control import Emulator
+
+    seed = yaml.safe_load((REPO_ROOT / "tests" / "emulator" / "default-seed.yml").read_text())
+    subscription = seed["subscriptions"][0]
+    subscription["resource_groups"] = []
+    subscription["vm_sets"] = [{"prefix": "vm-", "count": 1000, "resource_group": "rg-fleet", "location": "westeurope",
+                                "extensions": [{"name": "customScript", "publisher": "Microsoft.Azure.Extensions",
+                                                "type": "CustomScript", "type_handler_version": "2.1"}]}]
+    path = tmp_path / "thousand.yml"
+    path.write_text(yaml.safe_dump(seed))
+    emu = Emulator.start(str(tmp_path / "thousand-emulator"), seed=str(path))
+    yield emu
+    emu.stop()
+
+
+def test_a_thousand_vms_cost_ceil_1000_over_page_size_reads_per_poll(thousand_vms, tmp_path):
+    emu = thousand_vms
+    page_size, scale = 50, 15.0
+    # The published limits (throttle model azure) on a clock 15 x real time: a poll every 2 s is one every 30 s.
+    emu.settings(page_size=page_size, throttle_model="azure", time_scale=scale)
+    run = Rulebook(tmp_path / "rulebook", emu, {"self_heal_interval": 30 / scale},
+                   env={"AZURE_VM_EXTENSIONS_RATE_SCALE": str(scale)}).start()
+    try:
+        run.wait(lambda: run.polls() >= 1, 240, "the baseline poll")
+        run.wait_polls(5, timeout=240)
+    finally:
+        run.stop()
+    sub = emu.env["AZURE_SUBSCRIPTION_ID"]
+    requests = emu.arm_requests()
+    listing = "/subscriptions/%s/providers/Microsoft.Compute/virtualMachines" % sub
+    assert {(r["method"], r["path"]) for r in requests} == {("GET", listing)}  # nothing but the List All pages
+    assert all(r["query"]["statusOnly"] == "true" and r["status"] == 200 for r in requests)
+    polls = []
+    for request in sorted(requests, key=lambda r: r["time"]):
+        if "$skiptoken" not in request["query"]:
+            polls.append(0)
+        polls[-1] += 1
+    assert len(polls) == run.polls() >= 6
+    assert set(polls) == {math.ceil(1000 / page_size)}
+    assert run.journal() == []
