@@ -455,7 +455,9 @@ class Tracker(object):
 
     def _baseline(self, record, obs, now):
         record["power"] = {"state": obs["power_state"], "since": now}
-        record["agent"] = {"ready": obs["agent_ready"], "since": now, "reported": False}
+        # An agent already not ready at the baseline is part of the baseline: no agent_not_ready (nor agent_ready).
+        record["agent"] = {"ready": obs["agent_ready"], "since": now, "reported": False,
+                           "baseline": not obs["agent_ready"]}
         for key, ext in obs["extensions"].items():
             record["extensions"][key] = self._new_extension(ext, now)
 
@@ -494,7 +496,8 @@ class Tracker(object):
             previous = None if agent["ready"] is None else ("ready" if agent["ready"] else "not_ready")
             record["agent"] = agent = {"ready": obs["agent_ready"], "since": now, "reported": agent["reported"],
                                        "previous": previous, "previous_since": agent["since"]}
-        if not agent["ready"] and not agent["reported"] and now - agent["since"] >= self.options["agent_grace"]:
+        if not agent["ready"] and not agent["reported"] and not agent.get("baseline") \
+                and now - agent["since"] >= self.options["agent_grace"]:
             agent["reported"] = True
             return [self._event(record, "agent_not_ready", now, state="not_ready", previous_state=agent.get("previous"),
                                 state_since=agent["since"], previous_since=agent.get("previous_since"),
@@ -779,6 +782,11 @@ class ExtensionStateSource(object):
 async def main(queue, args):
     """ansible-rulebook's entry point: poll every `interval` seconds, put one event per transition on the queue."""
     options = validate_options(dict(args or {}))
+    # ansible-rulebook -v sets the root logger to INFO: azure-core would then log every request and response of
+    # every poll. Its warnings stay (unless the azure logger was configured on purpose).
+    azure_logger = logging.getLogger("azure")
+    if azure_logger.level == logging.NOTSET:
+        azure_logger.setLevel(logging.WARNING)
     source = ExtensionStateSource(options)
     loop = asyncio.get_running_loop()
     # The SDK pipeline and the state file block: they run here, never on the event loop.
