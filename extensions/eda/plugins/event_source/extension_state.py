@@ -534,9 +534,9 @@ class Tracker(object):
                                     max_attempts=opts["max_attempts"], attempt_window=opts["attempt_window"],
                                     **details)]
             tracked["last_failed_event"] = now  # the next check is one retry_after from here
-            if tracked["escalated_at"] is not None and tracked["attempts"] \
-                    and tracked["escalated_at"] >= tracked["attempts"][-1]:
-                return []  # escalated once since the last attempt: quiet until an attempt is due again
+            if tracked["escalated_at"] is not None and (
+                    not tracked["attempts"] or tracked["escalated_at"] >= tracked["attempts"][-1]):
+                return []  # escalated once since the last attempt: quiet until an attempt is due or it recovers
             tracked.update(escalated_at=now, reported="escalated")
             return [self._event(record, "escalated", now, attempt=len(tracked["attempts"]),
                                 max_attempts=opts["max_attempts"], attempt_window=opts["attempt_window"],
