@@ -26,8 +26,8 @@ def vm(name="vm-1", power="running", agent=True, **extensions):
     """One observation as the reader makes it: extensions name -> state (or (state, type, message))."""
     exts = {}
     for ext_name, spec in extensions.items():
-        state, ext_type, message = spec if isinstance(spec, tuple) else (spec, "Microsoft.Azure.Extensions.CustomScript",
-                                                                          "msg")
+        default = (spec, "Microsoft.Azure.Extensions.CustomScript", "msg")
+        state, ext_type, message = spec if isinstance(spec, tuple) else default
         exts[ext_name.lower()] = {"name": ext_name, "type": ext_type, "handler_version": "2.1.10", "state": state,
                                   "message": message}
     vm_id = "/subscriptions/%s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/%s" % (SUB, name)
@@ -165,9 +165,9 @@ def test_the_failed_rule_handler_or_provisioning_state():
     failed, observed = SOURCE["extension_failed"], SOURCE["observed_state"]
     assert failed("failed", None) and failed("unknown", "Failed") and failed("succeeded", "failed")
     assert not failed("succeeded", "Succeeded") and not failed("transitioning", "Updating")
-    assert [observed(*pair) for pair in (("unknown", "Failed"), ("succeeded", "Succeeded"),
-                                         ("transitioning", None), ("unknown", "Creating"), ("unknown", None))] == [
-        "failed", "succeeded", "transitioning", "transitioning", "unknown"]
+    pairs = (("unknown", "Failed"), ("succeeded", "Succeeded"), ("transitioning", None), ("unknown", "Creating"),
+             ("unknown", None))
+    assert [observed(*pair) for pair in pairs] == ["failed", "succeeded", "transitioning", "transitioning", "unknown"]
 
 
 def test_a_scale_set_instance_extension_counts_arm_provisioning_failed():
@@ -179,8 +179,7 @@ def test_a_scale_set_instance_extension_counts_arm_provisioning_failed():
                  "extensions": [{"name": "mon", "type": "Microsoft.Azure.Monitor.AzureMonitorLinuxAgent",
                                  "statuses": [{"code": "ProvisioningState/succeeded", "message": "fine"}]}]}},
              "resources": [{"name": "mon", "properties": {"provisioningState": "Succeeded"}},
-                           {"name": "cs", "properties": {"provisioningState": "Failed", "publisher": "P",
-                                                        "type": "T"}}]}
+                           {"name": "cs", "properties": {"provisioningState": "Failed", "publisher": "P", "type": "T"}}]}
     obs = SOURCE["vm_observation"](entry, SUB, 100, scale_set={"name": "ss"})
     assert (obs["target"], obs["vmss_name"], obs["instance_id"], obs["resource_group"]) == (
         "vmss_instance", "ss", "3", "rg")
