@@ -178,8 +178,9 @@ def test_a_scale_set_instance_extension_counts_arm_provisioning_failed():
                  "vmAgent": {"statuses": [{"displayStatus": "Ready", "message": "ok"}]},
                  "extensions": [{"name": "mon", "type": "Microsoft.Azure.Monitor.AzureMonitorLinuxAgent",
                                  "statuses": [{"code": "ProvisioningState/succeeded", "message": "fine"}]}]}},
-             "resources": [{"name": "mon", "properties": {"provisioningState": "Succeeded"}},
-                           {"name": "cs", "properties": {"provisioningState": "Failed", "publisher": "P", "type": "T"}}]}
+             "resources": [
+                 {"name": "mon", "properties": {"provisioningState": "Succeeded"}},
+                 {"name": "cs", "properties": {"provisioningState": "Failed", "publisher": "P", "type": "T"}}]}
     obs = SOURCE["vm_observation"](entry, SUB, 100, scale_set={"name": "ss"})
     assert (obs["target"], obs["vmss_name"], obs["instance_id"], obs["resource_group"]) == (
         "vmss_instance", "ss", "3", "rg")
@@ -189,7 +190,8 @@ def test_a_scale_set_instance_extension_counts_arm_provisioning_failed():
 
 def test_handler_messages_are_cut_and_cannot_be_templated():
     safe = SOURCE["safe_text"]
-    assert safe("{{ lookup('pipe', 'id') }} {% if x %}{# c #}", 100) == "{ { lookup('pipe', 'id') }} { % if x %}{ # c #}"
+    text = "{{ lookup('pipe', 'id') }} {% if x %}{# c #}"
+    assert safe(text, 100) == "{ { lookup('pipe', 'id') }} { % if x %}{ # c #}"
     assert safe("{{{{", 100) == "{ { { {"
     assert safe("x" * 30, 10) == "x" * 10 + " [cut: 20 more characters]"
 

@@ -700,7 +700,8 @@ class FleetReader(object):
         scale_sets = pool.submit(self._pages, connection, base + "/virtualMachineScaleSets",
                                  {"api-version": API_VERSION}) if self.options["include_vmss_instances"] else None
         now = self.clock()
-        if self.options["tags"] and (self.tags_read_at is None or now - self.tags_read_at >= self.options["tags_refresh"]):
+        stale = self.tags_read_at is None or now - self.tags_read_at >= self.options["tags_refresh"]
+        if self.options["tags"] and stale:
             models = self._pages(connection, base + "/virtualMachines", {"api-version": API_VERSION})
             self.tags_by_vm = dict(((vm.get("id") or "").lower(), vm.get("tags") or {}) for vm in models)
             self.tags_read_at = now
