@@ -259,3 +259,81 @@ def test_a_thousand_vms_cost_ceil_1000_over_page_size_reads_per_poll(thousand_vm
     assert saved >= 6 and len(polls) in (saved, saved + 1)
     assert set(polls[:saved]) == {math.ceil(1000 / page_size)} and max(polls) == math.ceil(1000 / page_size)
     assert run.journal() == []
+
+
+SECOND_SUB = "6f3a8c1e-0000-4000-8000-000000000002"
+
+
+@pytest.fixture
+def two_subscriptions(tmp_path):
+    """The default world, plus a second subscription (same tenant and service principal) that holds a VM of the
+    same name, vm-web-01, and a Manual scale set of the same name, vmss-manual."""
+    from emulator_control import Emulator
+
+    seed = yaml.safe_load((REPO_ROOT / "tests" / "emulator" / "default-seed.yml").read_text())
+    first = seed["subscriptions"][0]
+    second = {"id": SECOND_SUB, "tenant": first["tenant"], "name": "Second",
+              "service_principals": first["service_principals"], "resource_groups": [{
+                  "name": RG, "location": "westeurope",
+                  "vms": [vm for vm in first["resource_groups"][0]["vms"] if vm["name"] == "vm-web-01"],
+                  "scale_sets": [{"name": "vmss-manual", "os_type": "Linux", "capacity": 5,
+                                  "upgrade_policy": "Manual"}]}]}
+    seed["subscriptions"].append(second)
+    path = tmp_path / "two.yml"
+    path.write_text(yaml.safe_dump(seed))
+    emu = Emulator.start(str(tmp_path / "two-emulator"), seed=str(path))
+    yield emu
+    emu.stop()
+
+
+def test_repairs_land_in_the_event_subscription_on_the_vm_or_scale_set_instance_it_names(two_subscriptions, tmp_path):
+    from azure.mgmt.compute import ComputeManagementClient
+    from emulator_clients import _kwargs, credential
+
+    emu = two_subscriptions
+    first = emu.env["AZURE_SUBSCRIPTION_ID"]
+    emu.settings(handler_duration_s=0.5)
+    run = Rulebook(tmp_path / "rulebook", emu, {"self_heal_interval": 1, "self_heal_retry_after": 600,
+                                                "self_heal_subscriptions": [first, SECOND_SUB],
+                                                "self_heal_include_vmss_instances": True}).start()
+    try:
+        run.wait(lambda: run.polls() >= 1, 240, "the baseline poll")
+        since = time.time()
+        cred = credential(emu)
+        client = ComputeManagementClient(cred, SECOND_SUB, **_kwargs(emu, cred))
+        # In the second subscription: vm-web-01's handler fails, and a new scale-set extension fails on instance 2.
+        emu.faults([{"extension": {"vm": "vm-web-01", "name": "customScript", "outcome": "failed"}, "times": 1},
+                    {"extension": {"vm": "vmss-manual/2", "name": "mon", "outcome": "failed"}, "times": 1}])
+        ext = client.virtual_machine_extensions.get(RG, "vm-web-01", "customScript")
+        ext.force_update_tag = "operator-change"
+        with pytest.raises(HttpResponseError):
+            client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-01", "customScript", ext).result()
+        # REST JSON bodies: the SDK generation of tests/constraints.txt takes them as they go on the wire.
+        client.virtual_machine_scale_set_extensions.begin_create_or_update(RG, "vmss-manual", "mon", {"properties": {
+            "publisher": "Microsoft.Azure.Monitor", "type": "AzureMonitorLinuxAgent",
+            "typeHandlerVersion": "1.33"}}).result()
+        with pytest.raises(HttpResponseError, match="VMExtensionProvisioningError"):  # instance 2's handler
+            client.virtual_machine_scale_sets.begin_update_instances(
+                RG, "vmss-manual", {"instanceIds": ["0", "1", "2", "3", "4"]}).result()
+        run.wait(lambda: sorted(e["transition"] for e in run.journal()) == ["failed", "failed", "recovered",
+                                                                           "recovered"], 300,
+                 "two reruns and two recoveries")
+        journal = run.journal()
+        assert {(e["subscription_id"], e["target"], e.get("vm_name"), e.get("vmss_name"), e.get("instance_id"),
+                 e["extension"]) for e in journal} == {
+            (SECOND_SUB, "vm", "vm-web-01", None, None, "customScript"),
+            (SECOND_SUB, "vmss_instance", None, "vmss-manual", "2", "mon")}
+        second_rg = "/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute" % (SECOND_SUB, RG)
+        sent = writes(ours(emu, since))
+        assert sorted((r["method"], r["path"]) for r in sent) == [
+            ("POST", second_rg + "/virtualMachineScaleSets/vmss-manual/manualupgrade"),
+            ("PUT", second_rg + "/virtualMachineScaleSets/vmss-manual/extensions/mon"),
+            ("PUT", second_rg + "/virtualMachines/vm-web-01/extensions/customScript")]
+        (upgrade,) = [r for r in sent if r["method"] == "POST"]
+        assert upgrade["body"] == {"instanceIds": ["2"]}
+        assert not [r for r in ours(emu, since) if "/subscriptions/%s/" % first in r["path"] and
+                    r["path"] != "/subscriptions/%s/providers/Microsoft.Compute/virtualMachines" % first
+                    and "virtualMachineScaleSets" not in r["path"]]
+        assert not writes([r for r in emu.arm_requests() if "/subscriptions/%s/" % first in r["path"]])
+    finally:
+        run.stop()
