@@ -12,7 +12,7 @@ AZCOLLECTION := .build/azcollection
 SEED ?=
 PORT ?= 8443
 
-.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context \
+.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context de-context \
 	ci-extra guest-image-background test-lowest sanity-lowest test-azcollection changelog bench bench-inventory bench-scale bench-task-cost bench-eda witness clean
 
 venv: $(STAMP)
@@ -69,6 +69,10 @@ collection-build: venv
 # The execution environment's build context (.build/ee/context) with this checkout's collection: docs/awx.md.
 ee-context: venv
 	$(PY) tests/ee/create_context.py --context .build/ee/context
+
+# The decision environment's build context (.build/de/context) for EDA controller: docs/eda.md.
+de-context: venv
+	$(PY) tests/ee/create_context.py --file decision-environment.yml --context .build/de/context
 
 # --- CI beyond `make test`: the other end of every supported range -------------------------------------------
 ci-extra: test-lowest sanity-lowest test-azcollection units

@@ -161,7 +161,8 @@ def markdown(result):
              "%d CPUs, load average at the end %s." % (
                  result["vms"], result["page_size"], result["interval_s"], result["handler_s"], result["cpus"],
                  ", ".join(str(x) for x in result["load_average"])), "",
-             "| VMs watched | reads per poll | bound ceil(VMs / page) | other reads while nothing failed | 429s (rulebook) |",
+             "| VMs watched | reads per poll | bound ceil(VMs / page) | other reads while nothing failed "
+             "| 429s (rulebook) |",
              "|---:|---:|---:|---:|---:|",
              "| %d | %d (every one of %d polls: %s) | %d | %d | %d |" % (
                  result["vms"], result["reads_per_poll_max"], result["polls"],

@@ -9,7 +9,7 @@ extension_state event source and the self_heal playbook) against the emulator.
 * 1,000 VMs polled once per 30 s (simulated, the published throttling limits) cost ceil(1000 / page size) reads
   per poll and nothing else.
 
-Skipped, with the reason, where ansible-rulebook cannot start (no Java 17 runtime).
+The tests that run ansible-rulebook skip, with the reason, where it cannot start (no Java 17 runtime).
 """
 import http.server
 import json
@@ -28,7 +28,8 @@ from harness import REPO_ROOT
 WRITE_METHODS = ("PUT", "PATCH", "POST", "DELETE")
 COLLECTION_AGENT = "azure_vm.extensions/"
 UNAVAILABLE = rulebook_unavailable()
-pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+# The tests that run ansible-rulebook; where it cannot start (no Java 17 runtime) they skip and say why.
+needs_rulebook = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
 
 def ext_path(sub, vm, name):
@@ -80,6 +81,7 @@ def rulebook(emulator, tmp_path):
         run.stop()
 
 
+@needs_rulebook
 def test_a_failed_handler_is_rerun_on_exactly_that_vm_once_and_its_recovery_logged(emulator, rulebook):
     sub = emulator.env["AZURE_SUBSCRIPTION_ID"]
     emulator.settings(handler_duration_s=0.5)
@@ -151,6 +153,7 @@ def notifications():
     server.server_close()
 
 
+@needs_rulebook
 def test_a_handler_that_always_fails_is_rerun_max_attempts_times_then_escalated_once(emulator, rulebook,
                                                                                      notifications):
     sub = emulator.env["AZURE_SUBSCRIPTION_ID"]
@@ -185,6 +188,7 @@ def test_a_handler_that_always_fails_is_rerun_max_attempts_times_then_escalated_
     assert writes(ours(emulator, before)) == []
 
 
+@needs_rulebook
 def test_agent_deallocation_and_hung_handler_are_reported_without_a_write(emulator, rulebook):
     run = rulebook({"self_heal_agent_grace": 0, "self_heal_transitioning_timeout": 3})
     run.wait(lambda: run.polls() >= 1, 240, "the baseline poll")
@@ -233,6 +237,7 @@ def thousand_vms(tmp_path):
     emu.stop()
 
 
+@needs_rulebook
 def test_a_thousand_vms_cost_ceil_1000_over_page_size_reads_per_poll(thousand_vms, tmp_path):
     emu = thousand_vms
     page_size, scale = 50, 15.0
@@ -286,6 +291,7 @@ def two_subscriptions(tmp_path):
     emu.stop()
 
 
+@needs_rulebook
 def test_repairs_land_in_the_event_subscription_on_the_vm_or_scale_set_instance_it_names(two_subscriptions, tmp_path):
     from azure.mgmt.compute import ComputeManagementClient
     from emulator_clients import _kwargs, credential
@@ -337,3 +343,60 @@ def test_repairs_land_in_the_event_subscription_on_the_vm_or_scale_set_instance_
         assert not writes([r for r in emu.arm_requests() if "/subscriptions/%s/" % first in r["path"]])
     finally:
         run.stop()
+
+
+def test_the_tarball_carries_the_source_rulebook_and_playbook_and_the_decision_environment_adds_the_engine(
+        tmp_path):
+    """Galaxy's tarball has the EDA content; installed alone, the source imports the collection's module_utils from
+    where it is (ansible-rulebook loads it with runpy, outside Ansible's loader); the decision environment's build
+    context adds ansible-rulebook and the Java 17 runtime to the collection's own requirements."""
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    from harness import VENV_BIN, base_ansible_env
+
+    env = base_ansible_env()
+    build = subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path",
+                            str(tmp_path / "dist"), str(REPO_ROOT)], env=env, capture_output=True, text=True,
+                           check=False)
+    assert build.returncode == 0, build.stdout + build.stderr
+    tarball = next((tmp_path / "dist").glob("azure_vm-extensions-*.tar.gz"))
+    with tarfile.open(tarball) as archive:
+        names = set(archive.getnames())
+    for wanted in ("extensions/eda/plugins/event_source/extension_state.py", "extensions/eda/rulebooks/self_heal.yml",
+                   "playbooks/self_heal.yml", "decision-environment.yml", "docs/eda.md"):
+        assert wanted in names, wanted
+
+    installed = tmp_path / "installed"
+    install = subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p",
+                              str(installed)], env=dict(env, ANSIBLE_COLLECTIONS_PATH=str(installed)),
+                             capture_output=True, text=True, check=False)
+    assert install.returncode == 0, install.stdout + install.stderr
+    source = (installed / "ansible_collections" / "azure_vm" / "extensions" / "extensions" / "eda" / "plugins"
+              / "event_source" / "extension_state.py")
+    probe = ("import runpy, sys; plugin = runpy.run_path(sys.argv[1]); "
+             "print(sys.modules[plugin['connection_from_options'].__module__].__file__); "
+             "print(plugin['validate_options']({'interval': 5})['interval'])")
+    clean = {"PATH": env["PATH"], "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", probe, str(source)], env=clean, cwd=str(tmp_path),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    module_file, interval = proc.stdout.split()
+    assert module_file.startswith(str(installed)) and interval == "5.0"
+
+    # The decision environment, with its tarball where its additional_build_files expects it.
+    definition = tmp_path / "de"
+    (definition / ".build" / "ee").mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "decision-environment.yml", definition / "decision-environment.yml")
+    shutil.copyfile(tarball, definition / ".build" / "ee" / "azure_vm-extensions.tar.gz")
+    context = tmp_path / "context"
+    create = subprocess.run([str(VENV_BIN / "ansible-builder"), "create", "-f", "decision-environment.yml", "-c",
+                             str(context), "--output-filename", "Containerfile"], cwd=str(definition), env=env,
+                            capture_output=True, text=True, check=False)
+    assert create.returncode == 0, create.stdout + create.stderr
+    assert "ansible-rulebook" in (context / "_build" / "requirements.txt").read_text()
+    assert "java-17-openjdk-headless" in (context / "_build" / "bindep.txt").read_text()
+    assert (context / "_build" / "collections" / "azure_vm-extensions.tar.gz").is_file()
+    assert "ansible-galaxy collection install" in (context / "Containerfile").read_text()

@@ -40,7 +40,7 @@ description:
     type and handler version, the handler's status messages, and timestamps. Never settings, protected settings,
     tags or credentials. Jinja delimiters in handler messages are broken up (C({{) becomes C({ {)), because
     ansible-rulebook hands the event to playbooks as extra vars, which Ansible templates.
-version_added: 0.2.0
+version_added: 0.1.0
 options:
   subscriptions:
     description: Subscription ids to watch. Empty watches the authentication's subscription (O(subscription_id)).
