@@ -260,3 +260,39 @@ def test_a_broken_state_file_is_refused_with_what_to_do(tmp_path):
     path.write_text(json.dumps({"version": 99}))
     with pytest.raises(SOURCE["OptionError"], match="unknown format"):
         SOURCE["StateFile"](str(path)).load()
+
+
+RULEBOOKS = ROOT / "extensions" / "eda" / "rulebooks"
+
+
+@pytest.mark.parametrize("name", ["self_heal.yml", "self_heal_controller.yml"])
+def test_rulebooks_pass_ansible_rulebook_s_schema_and_condition_parser(name):
+    """What ansible-rulebook checks when it loads a rulebook (its JSON schema, its condition grammar), without the
+    Java runtime its rule engine needs; the source's options are the plugin's own."""
+    import yaml
+    from ansible_rulebook.condition_parser import parse_condition
+    from ansible_rulebook.validators import Validate
+
+    book = yaml.safe_load((RULEBOOKS / name).read_text())
+    Validate.rulebook(book)
+    (ruleset,) = book
+    for rule in ruleset["rules"]:
+        parse_condition(rule["condition"])
+    (source,) = ruleset["sources"]
+    args = source["azure_vm.extensions.extension_state"]
+    assert set(args) <= set(SOURCE["OPTION_DEFAULTS"])
+    transitions_handled = set()
+    for rule in ruleset["rules"]:
+        transitions_handled.update(t for t in SOURCE["TRANSITIONS"] if '"%s"' % t in rule["condition"])
+    assert transitions_handled == set(SOURCE["TRANSITIONS"])
+
+
+def test_the_controller_rulebook_watches_and_decides_as_the_cli_one():
+    import yaml
+
+    cli, controller = (yaml.safe_load((RULEBOOKS / name).read_text())[0]
+                       for name in ("self_heal.yml", "self_heal_controller.yml"))
+    assert cli["sources"] == controller["sources"]
+    assert [rule["condition"] for rule in cli["rules"]] == [rule["condition"] for rule in controller["rules"]]
+    assert ["run_playbook" in rule["action"] for rule in cli["rules"]] == [
+        "run_job_template" in rule["action"] for rule in controller["rules"]]
