@@ -3,8 +3,8 @@ state file and its outbox, what an event may carry. (tests/integration/test_eda.
 import asyncio
 import copy
 import json
+import importlib.util
 import os
-import runpy
 import stat
 from pathlib import Path
 
@@ -12,7 +12,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "extensions" / "eda" / "plugins" / "event_source" / "extension_state.py"
-SOURCE = runpy.run_path(str(PLUGIN))  # as ansible-rulebook loads it
+
+
+def load_plugin():
+    """The plugin's globals, from its file as ansible-rulebook loads it (outside Ansible's plugin loader). Not
+    runpy.run_path: under ansible-test units Ansible's collection finder is a path hook, and run_path would take the
+    file for a package directory."""
+    spec = importlib.util.spec_from_file_location("azure_vm_extensions_extension_state", str(PLUGIN))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return vars(module)
+
+
+SOURCE = load_plugin()
 SUB = "6f3a8c1e-0000-4000-8000-000000000001"
 
 
