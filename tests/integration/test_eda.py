@@ -160,7 +160,8 @@ def test_a_handler_that_always_fails_is_rerun_max_attempts_times_then_escalated_
     url, received = notifications
     # Handlers run 4 s, so the 1 s polls see each rerun transition and fail: one failed event per rerun.
     emulator.settings(handler_duration_s=4)
-    run = rulebook({"self_heal_max_attempts": 2, "self_heal_notify_url": url})
+    # retry_after 30: should a poll miss a rerun's transition, the next attempt still comes (and no sooner than a rerun).
+    run = rulebook({"self_heal_max_attempts": 2, "self_heal_notify_url": url, "self_heal_retry_after": 30})
     run.wait(lambda: run.polls() >= 1, 240, "the baseline poll")
 
     since = time.time()
