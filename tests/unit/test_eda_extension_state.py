@@ -97,6 +97,16 @@ def test_failed_then_recovered_carries_ids_message_and_times_never_settings():
     assert clock.poll(tracker, vm(cs="succeeded")) == []
 
 
+def test_a_handler_that_stops_reporting_is_no_news():
+    tracker, clock = SOURCE["Tracker"](options(retry_after=600)), Clock()
+    clock.poll(tracker, vm(cs="succeeded"))
+    assert transitions(clock.poll(tracker, vm(cs="failed"))) == [("failed", "cs")]
+    assert clock.poll(tracker, vm(cs="unknown")) == []
+    assert clock.poll(tracker, vm(cs="failed")) == []  # the same failure, not a new one
+    assert transitions(clock.poll(tracker, vm(cs="unknown"), after=30)) == []
+    assert transitions(clock.poll(tracker, vm(cs="succeeded"))) == [("recovered", "cs")]
+
+
 def test_a_failing_handler_gets_max_attempts_then_one_escalation_per_window():
     tracker, clock = SOURCE["Tracker"](options(max_attempts=2, attempt_window=3600, retry_after=600)), Clock()
     clock.poll(tracker, vm(cs="succeeded"))

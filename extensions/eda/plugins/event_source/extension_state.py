@@ -511,6 +511,10 @@ class Tracker(object):
 
     def _extension_events(self, record, tracked, ext, now):
         opts = self.options
+        if ext["state"] == "unknown" and tracked["state"] is not None:
+            # No status from the handler (an agent restarting, a status not yet reported): no news, the last
+            # known state stands, so failed -> unknown -> failed is not a new failure.
+            return []
         previous, previous_since = tracked["state"], tracked["since"]
         changed = ext["state"] != previous
         if changed:
