@@ -318,3 +318,55 @@ def test_the_controller_rulebook_watches_and_decides_as_the_cli_one():
     assert [rule["condition"] for rule in cli["rules"]] == [rule["condition"] for rule in controller["rules"]]
     assert ["run_playbook" in rule["action"] for rule in cli["rules"]] == [
         "run_job_template" in rule["action"] for rule in controller["rules"]]
+
+
+def test_main_runs_reads_and_the_state_file_off_the_event_loop(tmp_path, monkeypatch):
+    """ansible-rulebook's sources share one event loop: the blocking work (authentication, the polls' SDK calls, the
+    state file) runs in a thread executor. Here a poll blocks until a coroutine on the loop releases it, which it
+    could never do if the poll ran on the loop."""
+    import threading
+
+    base = SOURCE["ExtensionStateSource"]
+    threads, release, polled = {}, threading.Event(), threading.Event()
+
+    class Blocking(base):
+        def start(self):
+            threads["start"] = threading.get_ident()
+            self.state_file.acquire()
+            self.tracker = SOURCE["Tracker"](self.options, None)
+
+        def poll(self, *pools):
+            threads["poll"] = threading.get_ident()
+            released = release.wait(60)
+            tracker, now = self.tracker, SOURCE["time"].time()
+            tracker.observe(SUB, [vm(cs="failed" if tracker.state["polls"] else "succeeded")], now)
+            tracker.state["polls"] += 1
+            self.state_file.save(tracker.state)
+            threads["released"] = released
+            polled.set()
+
+        def delivered(self):
+            threads["delivered"] = threading.get_ident()
+            base.delivered(self)
+
+    monkeypatch.setitem(SOURCE, "ExtensionStateSource", Blocking)
+    events = []
+
+    class Queue:
+        async def put(self, event):
+            events.append(event)
+
+    async def scenario():
+        threads["loop"] = threading.get_ident()
+        source = asyncio.ensure_future(SOURCE["main"](Queue(), {"interval": 0.01, "state_file": str(tmp_path / "s")}))
+        while not events:
+            release.set()  # runs only because the loop is free while the poll waits in its thread
+            await asyncio.sleep(0.01)
+        source.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await source
+
+    asyncio.run(scenario())
+    assert threads["released"] is True
+    assert {threads["start"], threads["poll"], threads["delivered"]}.isdisjoint({threads["loop"]})
+    assert transitions(events[:1]) == [("failed", "cs")]
