@@ -322,10 +322,12 @@ def test_repairs_land_in_the_event_subscription_on_the_vm_or_scale_set_instance_
         with pytest.raises(HttpResponseError, match="VMExtensionProvisioningError"):  # instance 2's handler
             client.virtual_machine_scale_sets.begin_update_instances(
                 RG, "vmss-manual", {"instanceIds": ["0", "1", "2", "3", "4"]}).result()
-        run.wait(lambda: sorted(e["transition"] for e in run.journal()) == ["failed", "failed", "recovered",
-                                                                           "recovered"], 300,
+        expected = ["failed", "failed", "recovered", "recovered"]
+        run.wait(lambda: sorted(e["transition"] for e in run.journal()) == expected, 300,
                  "two reruns and two recoveries")
         journal = run.journal()
+        assert sorted((e["transition"], e["action"], e["outcome"]) for e in journal) == [
+            ("failed", "rerun", "submitted")] * 2 + [("recovered", "record", "recorded")] * 2
         assert {(e["subscription_id"], e["target"], e.get("vm_name"), e.get("vmss_name"), e.get("instance_id"),
                  e["extension"]) for e in journal} == {
             (SECOND_SUB, "vm", "vm-web-01", None, None, "customScript"),
