@@ -72,9 +72,12 @@ def fail_once(emu, vm):
     except HttpResponseError:
         # The handler failed when its run ended: the write's arrival plus the handler's duration (the emulator's
         # clock runs at real time here). The SDK's own LRO polls notice it later.
-        (put,) = [r for r in emu.arm_requests() if r["method"] == "PUT" and r["time"] >= since
-                  and "/virtualMachines/%s/" % vm in r["path"]]
-        return put["time"] + emu.settings()["handler_duration_s"]
+        accepted = [r for r in emu.arm_requests() if r["method"] == "PUT" and r["time"] >= since
+                    and r["status"] in (200, 201) and "/virtualMachines/%s/" % vm in r["path"]]
+        if len(accepted) != 1:
+            raise SystemExit("expected one accepted write on %s, the request log has: %s" % (vm, [
+                (r["method"], r["status"], r["path"]) for r in emu.arm_requests() if r["time"] >= since]))
+        return accepted[0]["time"] + emu.settings()["handler_duration_s"]
     raise SystemExit("the injected failure did not fail %s" % vm)
 
 
