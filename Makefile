@@ -12,8 +12,8 @@ AZCOLLECTION := .build/azcollection
 SEED ?=
 PORT ?= 8443
 
-.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context \
-	ci-extra guest-image-background test-lowest sanity-lowest test-azcollection changelog bench bench-inventory bench-scale bench-task-cost witness clean
+.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context de-context \
+	ci-extra guest-image-background test-lowest sanity-lowest test-azcollection changelog bench bench-inventory bench-scale bench-task-cost bench-eda witness clean
 
 venv: $(STAMP)
 
@@ -39,7 +39,7 @@ sanity: venv
 
 lint: venv
 	cd .build/collections/ansible_collections/azure_vm/extensions 2>/dev/null || $(PY) -c 'import sys; sys.path.insert(0, "tests"); import harness; harness.collections_path()'
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections $(VENV)/bin/ansible-lint --offline roles playbooks
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections $(VENV)/bin/ansible-lint --offline roles playbooks extensions
 
 pytest: venv system-deps
 	$(PY) -m pytest -n $${PYTEST_WORKERS:-auto} --dist loadgroup tests --ignore=tests/guests
@@ -69,6 +69,10 @@ collection-build: venv
 # The execution environment's build context (.build/ee/context) with this checkout's collection: docs/awx.md.
 ee-context: venv
 	$(PY) tests/ee/create_context.py --context .build/ee/context
+
+# The decision environment's build context (.build/de/context) for EDA controller: docs/eda.md.
+de-context: venv
+	$(PY) tests/ee/create_context.py --file decision-environment.yml --context .build/de/context
 
 # --- CI beyond `make test`: the other end of every supported range -------------------------------------------
 ci-extra: test-lowest sanity-lowest test-azcollection units
@@ -133,6 +137,11 @@ witness: venv
 # Inventory plugin benchmark (a few minutes): requests and time for 2,000 VMs, cold and with the cache warm.
 bench-inventory: venv
 	$(PY) benchmarks/inventory_bench.py --vms 2000 --page-size 10 --page-size 100 --markdown docs/benchmarks.md
+
+# Self-healing with ansible-rulebook (a few minutes): 1,000 VMs watched at a poll per 30 s, reads per poll, the time
+# from a handler failure to its repair. Needs a Java 17 runtime: docs/benchmarks.md, docs/eda.md.
+bench-eda: venv
+	$(PY) benchmarks/eda_bench.py --vms 1000 --page-size 50 --interval 30 --failures 3 --markdown docs/benchmarks.md
 
 clean:
 	rm -rf .build .pytest_cache

@@ -20,6 +20,8 @@ BIN = Path(sys.executable).parent
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--context", default=str(ROOT / ".build" / "ee" / "context"))
+    # decision-environment.yml (EDA controller, docs/eda.md) takes the same tarball.
+    parser.add_argument("--file", default=str(ROOT / "execution-environment.yml"))
     args = parser.parse_args(argv)
     out = ROOT / ".build" / "ee"
     out.mkdir(parents=True, exist_ok=True)
@@ -29,7 +31,7 @@ def main(argv=None):
                     str(ROOT)], check=True)
     built = next(out.glob("azure_vm-extensions-*.tar.gz"))
     shutil.copyfile(built, out / "azure_vm-extensions.tar.gz")
-    subprocess.run([str(BIN / "ansible-builder"), "create", "-f", str(ROOT / "execution-environment.yml"),
+    subprocess.run([str(BIN / "ansible-builder"), "create", "-f", os.path.abspath(args.file),
                     "-c", os.path.abspath(args.context), "--output-filename", "Containerfile"],
                    cwd=str(ROOT), check=True)
     print("context in %s (from %s)" % (args.context, built.name))

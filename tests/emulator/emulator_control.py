@@ -109,3 +109,8 @@ class Emulator:
 
     def state(self):
         return self._call("GET", "state")
+
+    def set_vm(self, resource_group, name, **changes):
+        """A VM's power_state ("running", "stopped", "deallocated") or agent_status ("Ready", "NotReady") changed
+        outside ARM's API (POST /_emulator/vm)."""
+        return self._call("POST", "vm", dict(changes, resource_group=resource_group, name=name))

@@ -82,3 +82,27 @@ def test_injected_429_is_logged_as_a_fault(emulator):
     assert raw(emulator, "GET", vm_path(emulator, "vm-web-01"))[0] == 429
     (entry,) = emulator.arm_requests()
     assert entry["throttled_by"] == "fault" and entry["retry_after"] == 0
+
+
+def test_vm_power_and_agent_state_change_outside_arm(emulator):
+    client = compute(emulator)
+
+    def view():
+        instance = client.virtual_machines.instance_view(RG, "vm-web-01")
+        return ([s.code for s in instance.statuses if s.code.startswith("PowerState/")],
+                instance.vm_agent.statuses[0].display_status)
+
+    assert view() == (["PowerState/running"], "Ready")
+    assert emulator.set_vm(RG, "vm-web-01", agent_status="NotReady")["agent_status"] == "NotReady"
+    assert view() == (["PowerState/running"], "Not Ready")
+    emulator.set_vm(RG, "vm-web-01", power_state="deallocated", agent_status="Ready")
+    assert view() == (["PowerState/deallocated"], "Ready")
+    for bad, message in (({"power_state": "off"}, "power_state must be one of running, stopped, deallocated"),
+                         ({"agent_status": "ready"}, "agent_status must be one of Ready, NotReady")):
+        with pytest.raises(Exception, match=message):
+            emulator.set_vm(RG, "vm-web-01", **bad)
+    with pytest.raises(Exception, match="no VM 'vm-nope'"):
+        emulator.set_vm(RG, "vm-nope", power_state="running")
+    assert not emulator.writes()  # an admin call is not an ARM request
+    emulator.reset()
+    assert view() == (["PowerState/running"], "Ready")

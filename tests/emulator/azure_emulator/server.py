@@ -156,7 +156,41 @@ class Emulator:
                 return 200, {"now": self.clock.now(), "time_scale": self.clock.scale, "real_time": time.time()}
         if method == "GET" and action == "state":
             return 200, self.dump_state()
+        if method == "POST" and action == "vm":
+            return self.set_vm(body)
         return 404, {"error": f"unknown admin call {method} /_emulator/{action}"}
+
+    VM_POWER_STATES = ("running", "stopped", "deallocated")
+    AGENT_STATES = ("Ready", "NotReady")
+
+    def set_vm(self, body):
+        """POST vm {"resource_group", "name", "subscription"?, "power_state"?, "agent_status"?}: what happens to a
+        VM outside this API (its guest agent stops or comes back, someone deallocates or starts it), so that
+        watchers of the instance view (the extension_state event source) can be shown a transition. The instance
+        view then reports it as a seeded VM in that state would (PowerState/..., the vmAgent status)."""
+        if not isinstance(body, dict) or not body.get("resource_group") or not body.get("name"):
+            return 400, {"error": "POST vm takes {\"resource_group\", \"name\", \"subscription\"?, "
+                                  "\"power_state\"?, \"agent_status\"?}"}
+        power, agent = body.get("power_state"), body.get("agent_status")
+        if power is not None and power not in self.VM_POWER_STATES:
+            return 400, {"error": f"power_state must be one of {', '.join(self.VM_POWER_STATES)}, not {power!r}"}
+        if agent is not None and agent not in self.AGENT_STATES:
+            return 400, {"error": f"agent_status must be one of {', '.join(self.AGENT_STATES)}, not {agent!r}"}
+        state = self.state
+        with state.lock:
+            subs = list(state.subscriptions.values())
+            if body.get("subscription"):
+                subs = [sub for sub in subs if sub.id.lower() == str(body["subscription"]).lower()]
+            for sub in subs:
+                vm = sub.vms.get((body["resource_group"].lower(), body["name"].lower()))
+                if vm is not None:
+                    if power is not None:
+                        vm.power_state = power
+                    if agent is not None:
+                        vm.agent_status = agent
+                    return 200, {"name": vm.name, "resource_group": vm.rg, "power_state": vm.power_state,
+                                 "agent_status": vm.agent_status}
+        return 404, {"error": f"no VM {body['name']!r} in resource group {body['resource_group']!r}"}
 
     def dump_state(self):
         """A readable snapshot for debugging (protected settings are never stored, so never shown)."""
