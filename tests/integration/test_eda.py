@@ -380,7 +380,7 @@ def test_the_tarball_carries_the_source_rulebook_and_playbook_and_the_decision_e
     source = (installed / "ansible_collections" / "azure_vm" / "extensions" / "extensions" / "eda" / "plugins"
               / "event_source" / "extension_state.py")
     probe = ("import runpy, sys; plugin = runpy.run_path(sys.argv[1]); "
-             "print(sys.modules[plugin['connection_from_options'].__module__].__file__); "
+             "print(sys.modules[plugin['AzureConnection'].__module__].__file__); "
              "print(plugin['validate_options']({'interval': 5})['interval'])")
     clean = {"PATH": env["PATH"], "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", probe, str(source)], env=clean, cwd=str(tmp_path),
