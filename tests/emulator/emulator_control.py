@@ -109,3 +109,12 @@ class Emulator:
 
     def state(self):
         return self._call("GET", "state")
+
+    def handler_runs(self):
+        """Every handler run, oldest first: target ("vm" or "vmss/instanceId"), extension, kind, start, outcome and
+        protected_settings (the keyed digest of the protected settings it ran with, or None)."""
+        return self._call("GET", "handler-runs")
+
+    def fingerprint(self, protected_settings):
+        """The digest handler_runs() shows for these protected settings (None for none)."""
+        return self._call("POST", "fingerprint", {"protectedSettings": protected_settings})["fingerprint"]

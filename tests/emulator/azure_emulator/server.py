@@ -80,6 +80,7 @@ class Emulator:
         for module in (compute, vmss, features):
             module.register(self.router)
         features.register_resource_groups(self.router)
+        features.register_subscriptions(self.router)
 
     # --- ARM -----------------------------------------------------------------------------------------------
     def arm(self, method, path, query, headers, body):
@@ -109,6 +110,7 @@ class Emulator:
                 if body is not None and not isinstance(body, dict):
                     raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
                 ctx = Ctx(state, now, method, path, query, body if body is not None else {}, self.base_url, sub)
+                ctx.claims = claims  # who asks: GET /subscriptions lists the caller's own subscriptions
                 if sub is not None:
                     # After ARM's own checks (route, api-version): Compute throttles what reaches it.
                     ctx.admitted = lambda: extra.update(self.throttling.compute(sub.id, method, path, now, extra))
@@ -156,6 +158,15 @@ class Emulator:
                 return 200, {"now": self.clock.now(), "time_scale": self.clock.scale, "real_time": time.time()}
         if method == "GET" and action == "state":
             return 200, self.dump_state()
+        if method == "GET" and action == "handler-runs":
+            with state.lock:
+                return 200, list(state.handler_runs)
+        if method == "POST" and action == "fingerprint":
+            # The digest handler-runs shows for these protected settings (keyed per process): a test compares
+            # without the emulator ever storing or returning a value.
+            if not isinstance(body, dict) or set(body) != {"protectedSettings"}:
+                return 400, {"error": "POST fingerprint takes {\"protectedSettings\": <value or null>}"}
+            return 200, {"fingerprint": state.protected_digest(body["protectedSettings"])}
         return 404, {"error": f"unknown admin call {method} /_emulator/{action}"}
 
     def dump_state(self):
