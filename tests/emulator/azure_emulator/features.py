@@ -142,8 +142,8 @@ SUBSCRIPTIONS_TYPE = "Microsoft.Resources/subscriptions"
 
 
 def _subscription_body(sub):
-    """A subscription as Subscriptions - Get/List answer (tests/data/arm-examples/resources/subscriptions/
-    GetSubscriptions.json, GetSubscription.json): the example's policy values, no tags."""
+    """A subscription as Subscriptions - Get/List answer (tests/data/arm-examples/resources/subscriptions-2019-11-01/
+    GetSubscriptions.json, subscriptions-2021-01-01/GetSubscription.json): the examples' policy values, no tags."""
     return {"id": f"/subscriptions/{sub.id}", "subscriptionId": sub.id, "tenantId": sub.tenant,
             "displayName": sub.display_name, "state": "Enabled",
             "subscriptionPolicies": {"locationPlacementId": "Internal_2014-09-01", "quotaId": "Internal_2014-09-01",
