@@ -90,6 +90,10 @@ class Emulator:
         Compute's once ARM has routed the request to a resource provider operation.
         """
         state = self.state
+        # The base of the URLs ARM writes (nextLink, Azure-AsyncOperation, Location): the public host the client
+        # asked for when it came through the public-cloud proxy, as Azure's own answers name management.azure.com.
+        host = (headers.get("Host") or "").split(":")[0].lower()
+        base_url = f"https://{host}" if self.public_cloud and host in PUBLIC_CLOUD_HOSTS else self.base_url
         extra = {"x-ms-request-id": str(uuid.uuid4()),
                  "x-ms-correlation-request-id": headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())}
         try:
@@ -109,7 +113,7 @@ class Emulator:
                 func, groups = self.router.resolve(method, path)
                 if body is not None and not isinstance(body, dict):
                     raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
-                ctx = Ctx(state, now, method, path, query, body if body is not None else {}, self.base_url, sub)
+                ctx = Ctx(state, now, method, path, query, body if body is not None else {}, base_url, sub)
                 ctx.claims = claims  # who asks: GET /subscriptions lists the caller's own subscriptions
                 if sub is not None:
                     # After ARM's own checks (route, api-version): Compute throttles what reaches it.
