@@ -14,9 +14,10 @@ The CLI only knows AzureCloud: the emulator runs with --public-cloud and every r
 tests/emulator/public_cloud_proxy.py (HTTPS_PROXY and HTTP_PROXY, NO_PROXY empty). The CLI never resolves
 management.azure.com or login.microsoftonline.com itself: it asks the proxy to CONNECT to them, and the proxy
 tunnels those names to the emulator's 127.0.0.1 port and refuses anything else; its log (--log-file) shows every
-name asked for, and the run fails if anything was refused. AZURE_CONFIG_DIR and HOME point at a temporary
-directory (nothing touches ~/.azure), telemetry is off (AZURE_CORE_COLLECT_TELEMETRY=no, the environment form of
-`az config set core.collect_telemetry=no`), and the CLI may not install extensions on its own.
+name asked for, and the run fails if anything unexpected was refused (EXPECTED_REFUSALS). AZURE_CONFIG_DIR and
+HOME point at a temporary directory (nothing touches ~/.azure), telemetry is off (AZURE_CORE_COLLECT_TELEMETRY=no,
+the environment form of `az config set core.collect_telemetry=no`), and the CLI may not install extensions on its
+own.
 
 The emulator runs with its defaults (throttle model "azure", time_scale 1, handlers 1 s). The CLI polls long-running
 operations every 30 s (the emulator sends no Retry-After, as the recorded Azure answers), so every write takes
@@ -51,6 +52,11 @@ CUSTOM_SCRIPT_SETTINGS = {"fileUris": ["https://raw.githubusercontent.com/me/pro
 # Seed 001's example extension; the default catalogue lacks it, the witness world adds it.
 DEPENDENCY_AGENT = ("Microsoft.Azure.Monitoring.DependencyAgent", "DependencyAgentLinux")
 DEPENDENCY_AGENT_VERSIONS = ["9.5.0.1", "9.5.3.5", "9.10.18.1"]
+# Requests the CLI makes on its own that the proxy refuses, and why they are expected: on its first run in a new
+# AZURE_CONFIG_DIR the CLI checks for a newer version of itself (azure.cli.core.util.handle_version_update ->
+# get_cached_latest_versions -> check_connectivity, a HEAD to azcliprod.blob.core.windows.net/cli). It gets a 403
+# from the proxy, treats it as no connectivity and goes on. Anything else refused fails the run.
+EXPECTED_REFUSALS = {"CONNECT azcliprod.blob.core.windows.net:443 HTTP/1.0": "the CLI's first-run version check"}
 
 
 def ensure_cli(az):
@@ -102,8 +108,9 @@ def cli_env(emu, proxy_port, home):
 class Run:
     """One az invocation: exit code, parsed JSON output (None if none), stderr, and the emulator's log for it."""
 
-    def __init__(self, rc, stdout, stderr, log, runs, wall):
+    def __init__(self, rc, stdout, stderr, log, runs, wall, proxied):
         self.rc, self.stdout, self.stderr, self.log, self.runs, self.wall = rc, stdout, stderr, log, runs, wall
+        self.refused = [e["request"] for e in proxied if not e["tunnelled"]]  # what it tried to reach elsewhere
         try:
             self.out = json.loads(stdout) if stdout.strip() else None
         except ValueError:
@@ -340,14 +347,19 @@ def commands(emu, sub, tenant, client_id, secret, seed):
     ]
 
 
-def run_az(az, env, emu, args, raw=False):
-    before, runs_before = len(emu.requests()), len(emu.handler_runs())
+def _proxy_entries(proxy_log):
+    return [json.loads(line) for line in proxy_log.read_text().splitlines()] if proxy_log.exists() else []
+
+
+def run_az(az, env, emu, proxy_log, args, raw=False):
+    before, runs_before, proxied = len(emu.requests()), len(emu.handler_runs()), len(_proxy_entries(proxy_log))
     started = time.time()
     argv = [str(az)] + list(args) + ([] if raw else ["--output", "json"])
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=1200)
     wall = time.time() - started
     log = [e for e in emu.requests()[before:] if e["path"].startswith(("/subscriptions", "/providers"))]
-    return Run(proc.returncode, proc.stdout, proc.stderr, log, emu.handler_runs()[runs_before:], wall)
+    return Run(proc.returncode, proc.stdout, proc.stderr, log, emu.handler_runs()[runs_before:], wall,
+               _proxy_entries(proxy_log)[proxied:])
 
 
 def shown(args, secrets):
@@ -364,6 +376,8 @@ def observed(run):
     parts.append(f"{sum(1 for e in run.log if e['method'] == 'GET')} GETs")
     if run.runs:
         parts.append(f"{len(run.runs)} handler run(s)")
+    if run.refused:
+        parts.append("refused by the proxy: " + ", ".join(run.refused))
     if run.rc and run.stderr:
         parts.append("stderr: " + " ".join(run.stderr.split())[:140])
     return "; ".join(parts)
@@ -396,26 +410,28 @@ def main(argv=None):
             attempts = 0
             while True:
                 attempts += 1
-                run = run_az(az, env, emu, cli_args, raw=options.get("raw", False))
+                run = run_az(az, env, emu, proxy_log, cli_args, raw=options.get("raw", False))
                 passed = bool(check(run))
                 if passed or time.time() >= deadline:
                     break
                 time.sleep(1)
             note = observed(run) + (f"; {attempts} runs" if attempts > 1 else "")
             if passed and "then" in options:
-                then = run_az(az, env, emu, options["then"])
+                then = run_az(az, env, emu, proxy_log, options["then"])
                 passed = bool(options["then_check"](then))
                 note += f"; then `{shown(options['then'], [])}`: {observed(then)}"
             leaked = [s for s in secret_values if s in run.stdout + run.stderr]
             if leaked:
                 passed, note = False, note + "; a secret appeared in the CLI's output"
+            if any(r not in EXPECTED_REFUSALS for r in run.refused):
+                passed = False
             rows.append({"command": shown(cli_args, secret_values), "label": label, "expected": expected,
                          "observed": note, "passed": passed, "wall_s": round(run.wall, 1)})
             print("%-4s %-55s %s" % ("PASS" if passed else "FAIL", label, note), file=sys.stderr, flush=True)
             if not passed:
                 rows[-1]["stdout"] = run.stdout[-1500:]
                 rows[-1]["stderr"] = run.stderr[-1500:]
-        proxy_entries = [json.loads(line) for line in proxy_log.read_text().splitlines()]
+        proxy_entries = _proxy_entries(proxy_log)
         state_text = json.dumps([emu.requests(), emu.state(), emu.handler_runs()])
     finally:
         if proxy is not None:
@@ -424,18 +440,21 @@ def main(argv=None):
         emu.stop()
     hosts = {}
     for entry in proxy_entries:
-        hosts[entry["request"].split()[1]] = hosts.get(entry["request"].split()[1], 0) + 1
+        if entry["tunnelled"]:
+            hosts[entry["request"].split()[1]] = hosts.get(entry["request"].split()[1], 0) + 1
     refused = [e["request"] for e in proxy_entries if not e["tunnelled"]]
+    unexpected = [r for r in refused if r not in EXPECTED_REFUSALS]
     secrets_kept = not any(s in state_text for s in secret_values[1:])
     report = {"client": f"Azure CLI {version} (PyPI azure-cli), unmodified", "date": datetime.datetime.now(
         datetime.timezone.utc).strftime("%Y-%m-%d"),
         "emulator_settings": {k: settings[k] for k in ("throttle_model", "time_scale", "handler_duration_s")},
         "passed": sum(r["passed"] for r in rows), "commands": len(rows), "proxy_tunnels": hosts,
-        "proxy_refused": refused, "protected_settings_never_in_emulator_log_or_state": secrets_kept, "rows": rows}
+        "proxy_refused": {r: EXPECTED_REFUSALS.get(r, "UNEXPECTED") for r in refused},
+        "protected_settings_never_in_emulator_log_or_state": secrets_kept, "rows": rows}
     print(json.dumps(report, indent=2, default=str))
     if args.markdown:
         write_markdown(report, Path(args.markdown))
-    return 0 if report["passed"] == report["commands"] and not refused and secrets_kept else 1
+    return 0 if report["passed"] == report["commands"] and not unexpected and secrets_kept else 1
 
 
 def write_markdown(report, path):
@@ -455,8 +474,9 @@ def write_markdown(report, path):
         f"{report['emulator_settings']['handler_duration_s']:g} s.",
         "",
         f"Result of the last run ({report['date']}): **{report['passed']} of {report['commands']} commands behave as "
-        "on Azure.** Proxy tunnels: " + (tunnels or "none") + "; refused: "
-        + (", ".join(f"`{r}`" for r in report["proxy_refused"]) or "none") + ". The protected settings given to the "
+        "on Azure.** Proxy tunnels: " + (tunnels or "none") + "; refused (nothing left the machine): "
+        + (", ".join(f"`{r}` ({why})" for r, why in report["proxy_refused"].items()) or "none")
+        + ". The protected settings given to the "
         "CLI appear " + ("nowhere" if report["protected_settings_never_in_emulator_log_or_state"] else
                          "**in the emulator's log or state**") + " in the emulator's request log, state or "
         "handler-runs (they are masked and kept as a keyed digest).",
