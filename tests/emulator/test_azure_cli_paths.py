@@ -142,7 +142,7 @@ def test_select_instance_view_returns_the_instance_views_alone(quick):
     assert status == 200 and [list(i["properties"]["instanceView"]) for i in statuses["value"]] == [["statuses"]] * 3
     # The SDK reads it too: the model view is absent (no name, no resources).
     listed = list(client.virtual_machine_scale_set_vms.list(RG, "vmss-auto", select="instanceView",
-                                                             expand="instanceView"))
+                                                            expand="instanceView"))
     assert [vm.name for vm in listed] == [None] * 3 and all(vm.resources is None for vm in listed)
     assert [vm.instance_view.extensions[0].statuses[0].code for vm in listed] == ["ProvisioningState/succeeded"] * 3
     # Without $select the model view (with resources[]) is unchanged.
@@ -171,8 +171,9 @@ def test_resources_api_versions_of_azure_mgmt_resource_24(emulator, version):
 
 
 # --- 6. an invalid typeHandlerVersion is refused --------------------------------------------------------------
-INVALID_VERSION = {"error": {"code": "InvalidParameter", "message": "The value of parameter typeHandlerVersion is "
-                                                                   "invalid.", "target": "typeHandlerVersion"}}
+INVALID_VERSION = {"error": {"code": "InvalidParameter",
+                             "message": "The value of parameter typeHandlerVersion is invalid.",
+                             "target": "typeHandlerVersion"}}
 
 
 @pytest.mark.parametrize("version", ["abc", "2", "2.1.6", "1.9.5", "2.x", ""])
