@@ -277,19 +277,16 @@ def check_one_per_handler(state, location, extensions, name, props, os_type):
                            f"'{other.name}' with handler '{handler}' already added or specified in input.")
 
 
-# A PUT that omits these keeps the stored value; an explicit value (also {}) replaces it. Source
-# (tests/data/reference/issue-25.md): Azure/WALinuxAgent#3427, Microsoft's agent team, whose tests write CustomScript
-# with begin_create_or_update (PUT): after a PUT with only protectedSettings, a PUT with only settings kept the old
-# protectedSettings (and the other way round), so the handler saw commandToExecute in both; they now send the
-# unused one as {} "to reset any pre-existing value in the VM model". The Azure CLI relies on it too: `az vm
-# extension set --force-update` reruns with a PUT that carries no protectedSettings.
-KEPT_WHEN_OMITTED = ("settings", "protectedSettings")
-
-
 def written_extension(ctx, existing, name, location, properties, patch, tags_missing):
     """The extension a PUT (patch=False) or PATCH leaves: a new Extension object (run not yet set). A PATCH keeps
-    what it does not name; a PUT replaces the definition except settings and protectedSettings, kept when omitted
-    (KEPT_WHEN_OMITTED)."""
+    what it does not name; a PUT replaces the definition except settings and protectedSettings: omitted, they keep
+    the stored value; given (also {}), they replace it.
+
+    Source (tests/data/reference/issue-25.md): Azure/WALinuxAgent#3427, Microsoft's agent team, whose tests write
+    CustomScript with begin_create_or_update (PUT): after a PUT with only protectedSettings, a PUT with only settings
+    kept the old protectedSettings (and the other way round), so the handler saw commandToExecute in both; they now
+    send the unused one as {} "to reset any pre-existing value in the VM model". The Azure CLI relies on it too:
+    `az vm extension set --force-update` reruns with a PUT that carries no protectedSettings."""
     given = {k: v for k, v in properties.items() if v is not None}  # JSON null: not given
     stored = existing if existing is not None and existing.deleting_until is None else None
     if patch:
@@ -428,9 +425,8 @@ def list_publishers(ctx, sub, location):
     every image publisher of the region)."""
     publishers = ctx.state.images.get(location.lower(), {})
     names = sorted({next(iter(types.values()))["publisher"] for types in publishers.values() if types}, key=str.lower)
-    return 200, [{"name": name, "location": location,
-                  "id": f"/Subscriptions/{ctx.sub.id}/Providers/Microsoft.Compute/Locations/{location}/Publishers/{name}"}
-                 for name in names]
+    base = f"/Subscriptions/{ctx.sub.id}/Providers/Microsoft.Compute/Locations/{location}/Publishers"
+    return 200, [{"name": name, "location": location, "id": f"{base}/{name}"} for name in names]
 
 
 def list_image_types(ctx, sub, location, publisher):
