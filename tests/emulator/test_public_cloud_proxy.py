@@ -24,14 +24,16 @@ def proxied(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, str(HERE / "public_cloud_proxy.py"), "--emulator-port",
                              emu.base_url.rsplit(":", 1)[1], "--ready-file", str(ready), "--log-file", str(log)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120  # bounds a hung start only
-    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ready.exists(), "the proxy did not start"
-    yield emu, json.loads(ready.read_text())["port"], log
-    proc.terminate()
-    proc.wait()
-    emu.stop()
+    try:
+        deadline = time.monotonic() + 120  # bounds a hung start only
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the proxy did not start"
+        yield emu, json.loads(ready.read_text())["port"], log
+    finally:
+        proc.terminate()
+        proc.wait()
+        emu.stop()
 
 
 def _via_proxy(port, host, ca_bundle, path, method="GET", body=None, headers=None, with_headers=False):
