@@ -172,9 +172,27 @@ def main(argv=None):
     return 0 if report["passed"] == report["calls"] else 1
 
 
+DOC_TITLE = "# Witnesses: clients we did not write, unmodified, against the emulator"
+
+
+def write_section(path, name, lines):
+    """Replace this witness's section of docs/witness.md (between <!-- witness:NAME --> markers) and keep the
+    other witness's: `make witness` and `make witness-cli` each rewrite their own."""
+    begin, end = f"<!-- witness:{name} -->", f"<!-- /witness:{name} -->"
+    text = path.read_text() if path.exists() else ""
+    if not text.startswith(DOC_TITLE):
+        text = DOC_TITLE + "\n\n"  # the single-witness layout before issue 25 is replaced
+    block = "\n".join([begin] + lines + [end])
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
 def write_markdown(report, path):
     lines = [
-        "# Witness: unmodified azure.azcollection against the emulator",
+        "## azure.azcollection (`make witness`)",
         "",
         "`make witness` (benchmarks/witness.py; not part of `make test`, it downloads the incumbent like `make bench`)",
         f"runs {report['incumbent']} against the emulator, each call as its own ansible-playbook run, reaching it as",
@@ -192,8 +210,8 @@ def write_markdown(report, path):
         lines.append(f"| {index} | {row['call']} | `{row['module']}` | {row['expected']} | "
                      f"{row['observed'].replace('|', '/')} | {'pass' if row['passed'] else '**FAIL**'} |")
     lines += ["", "The incumbent waits for long-running operations with the SDK's default poll interval (30 s), so",
-              "each create and delete takes about half a minute of wall time.", ""]
-    path.write_text("\n".join(lines))
+              "each create and delete takes about half a minute of wall time."]
+    write_section(path, "azcollection", lines)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,12 @@ class Emulator:
         """A VM's power_state ("running", "stopped", "deallocated") or agent_status ("Ready", "NotReady") changed
         outside ARM's API (POST /_emulator/vm)."""
         return self._call("POST", "vm", dict(changes, resource_group=resource_group, name=name))
+
+    def handler_runs(self):
+        """Every handler run, oldest first: target ("vm" or "vmss/instanceId"), extension, kind, start, outcome and
+        protected_settings (the keyed digest of the protected settings it ran with, or None)."""
+        return self._call("GET", "handler-runs")
+
+    def fingerprint(self, protected_settings):
+        """The digest handler_runs() shows for these protected settings (None for none)."""
+        return self._call("POST", "fingerprint", {"protectedSettings": protected_settings})["fingerprint"]

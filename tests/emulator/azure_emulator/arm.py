@@ -13,6 +13,7 @@ class Ctx:
         self.query, self.body, self.base_url, self.sub = query, body, base_url, sub
         self.api_version = query.get("api-version", "")
         self.admitted = None  # called once ARM has accepted the request and hands it to the resource provider
+        self.claims = {}  # the caller's token claims (server.py sets them)
 
     def expand_instance_view(self):
         return "instanceview" in self.query.get("$expand", "").lower()
@@ -88,12 +89,17 @@ COMPUTE_API_VERSIONS = (
     "2020-06-01", "2019-12-01", "2019-07-01", "2019-03-01", "2018-10-01", "2018-06-01", "2018-04-01", "2017-12-01",
     "2017-03-30", "2016-04-30-preview", "2016-03-30", "2015-06-15")
 RESOURCES_API_VERSIONS = (
-    "2025-04-01", "2022-09-01", "2021-04-01", "2021-01-01", "2020-10-01", "2020-06-01", "2019-10-01", "2019-08-01",
-    "2019-07-01", "2019-05-10", "2019-05-01", "2019-03-01", "2018-05-01", "2018-02-01", "2017-05-10", "2016-09-01",
-    "2016-02-01", "2015-11-01",
+    # 2025-03-01, 2024-11-01, 2024-07-01: folders of azure-mgmt-resource 24.0.0, the Azure CLI 2.91's (issue 25:
+    # `az provider register/show` send 2024-11-01).
+    "2025-04-01", "2025-03-01", "2024-11-01", "2024-07-01", "2022-09-01", "2021-04-01", "2021-01-01", "2020-10-01",
+    "2020-06-01", "2019-10-01", "2019-08-01", "2019-07-01", "2019-05-10", "2019-05-01", "2019-03-01", "2018-05-01",
+    "2018-02-01", "2017-05-10", "2016-09-01", "2016-02-01", "2015-11-01",
     # azure.azcollection 3.21.0's azure_rm_resource reads the provider document with 2015-01-01 to find a type's
     # api-versions (the witness, benchmarks/witness.py); ARM serves it.
     "2015-01-01")
+# Subscriptions (Microsoft.Resources/subscriptions: GET /subscriptions, /subscriptions/{id}), the version folders of
+# azure-mgmt-resource 24.0.0's subscriptions package; `az login` lists the principal's subscriptions with 2022-12-01.
+SUBSCRIPTIONS_API_VERSIONS = ("2022-12-01", "2021-01-01", "2019-11-01", "2019-06-01", "2018-06-01", "2016-06-01")
 # Tags at a scope (Microsoft.Resources/tags) exist from 2019-10-01 on.
 TAGS_API_VERSIONS = tuple(v for v in RESOURCES_API_VERSIONS if v >= "2019-10-01")
 FEATURES_API_VERSIONS = ("2025-03-01", "2021-07-01", "2015-12-01")
@@ -101,6 +107,7 @@ API_VERSIONS = {
     "Microsoft.Compute": COMPUTE_API_VERSIONS,
     "Microsoft.Resources": RESOURCES_API_VERSIONS,
     "Microsoft.Resources/tags": TAGS_API_VERSIONS,
+    "Microsoft.Resources/subscriptions": SUBSCRIPTIONS_API_VERSIONS,
     "Microsoft.Features": FEATURES_API_VERSIONS,
 }
 # Resource types a provider document lists (GET /subscriptions/{s}/providers/{namespace}), with their versions.
@@ -116,11 +123,11 @@ _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-(preview|beta|alpha|privat
 
 
 def api_versions(namespace, resource_type=""):
-    if namespace.lower() == "microsoft.resources" and resource_type.lower() == "tags":
-        return TAGS_API_VERSIONS
-    for key, versions in API_VERSIONS.items():
-        if key.lower() == namespace.lower():
-            return versions
+    """A type's own versions (e.g. Microsoft.Resources/tags) if it has an entry, else its namespace's."""
+    for wanted in (f"{namespace}/{resource_type}".lower(), namespace.lower()):
+        for key, versions in API_VERSIONS.items():
+            if key.lower() == wanted:
+                return versions
     return ()
 
 

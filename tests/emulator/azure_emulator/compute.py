@@ -45,7 +45,22 @@ def check_extension_body(body, model, new):
         for key in ("publisher", "type", "typeHandlerVersion"):
             if properties.get(key) in (None, ""):
                 raise required_missing(f"properties.{key}")
+    check_type_handler_version(properties.get("typeHandlerVersion"))
     return properties
+
+
+_HANDLER_VERSION = re.compile(r"^\d+\.\d+$")
+
+
+def check_type_handler_version(version):
+    """Azure takes typeHandlerVersion as "major.minor" only: "abc", "2", "2.1.6" or "1.9.5" get 400 InvalidParameter
+    "The value of parameter typeHandlerVersion is invalid." (target typeHandlerVersion), the error users report for
+    every other shape; the Azure CLI trims --version to major.minor for that reason (its
+    _normalize_extension_version). Sources: tests/data/reference/issue-25.md. A well-formed version the catalogue
+    lacks (Azure's ArtifactNotFound) is not modelled."""
+    if version is not None and not (isinstance(version, str) and _HANDLER_VERSION.match(version)):
+        raise ArmError(400, "InvalidParameter", "The value of parameter typeHandlerVersion is invalid.",
+                       target="typeHandlerVersion")
 
 
 def extension_body(ctx, vm, ext, provisioning_state=None, instance_view=False):
@@ -273,7 +288,7 @@ def _run_handler(ctx, vm, ext, kind):
         end = ext.run.end
     else:
         ext.run = handlers.start_run(ctx.state, vm.name, ext.name, ext.props, vm.os_type, kind, ctx.now,
-                                     agent_ready=vm.agent_status == "Ready")
+                                     agent_ready=vm.agent_status == "Ready", protected=ext.protected)
         if ext.run.end is None:
             # A handler that never finishes: ARM gives up at Azure's handler timeout (handlers.handler_timeout_s).
             ext.run.deadline = ctx.now + handlers.handler_timeout_s(ext.props)
@@ -307,14 +322,27 @@ def check_one_per_handler(state, location, extensions, name, props, os_type):
 
 
 def written_extension(ctx, existing, name, location, properties, patch, tags_missing):
-    """The extension a PUT (patch=False) or PATCH leaves: a new Extension object (run not yet set)."""
+    """The extension a PUT (patch=False) or PATCH leaves: a new Extension object (run not yet set). A PATCH keeps
+    what it does not name; a PUT replaces the definition except settings and protectedSettings: omitted, they keep
+    the stored value; given (also {}), they replace it.
+
+    Source (tests/data/reference/issue-25.md): Azure/WALinuxAgent#3427, Microsoft's agent team, whose tests write
+    CustomScript with begin_create_or_update (PUT): after a PUT with only protectedSettings, a PUT with only settings
+    kept the old protectedSettings (and the other way round), so the handler saw commandToExecute in both; they now
+    send the unused one as {} "to reset any pre-existing value in the VM model". The Azure CLI relies on it too:
+    `az vm extension set --force-update` reruns with a PUT that carries no protectedSettings."""
+    given = {k: v for k, v in properties.items() if v is not None}  # JSON null: not given
+    stored = existing if existing is not None and existing.deleting_until is None else None
     if patch:
-        merged = dict(existing.props, **{k: v for k, v in properties.items() if k != "protectedSettings"})
-        protected = (ctx.state.protected_digest(properties["protectedSettings"])
-                     if "protectedSettings" in properties else existing.protected)
+        merged = dict(existing.props, **{k: v for k, v in given.items() if k != "protectedSettings"})
     else:
-        merged = properties
-        protected = ctx.state.protected_digest(properties.get("protectedSettings"))
+        merged = dict(given)
+        if stored is not None and "settings" not in given and "settings" in stored.props:
+            merged["settings"] = stored.props["settings"]
+    if "protectedSettings" in given:
+        protected = ctx.state.protected_digest(given["protectedSettings"])
+    else:
+        protected = stored.protected if stored is not None else None
     ext = Extension(existing.name if existing else name, canonical_props(ctx.state, location, merged), None,
                     protected=protected)
     if patch and tags_missing:
@@ -431,6 +459,18 @@ def _image_base(ctx, location, image):
             f"{image['publisher']}/ArtifactTypes/VMExtension/Types/{image['type']}")
 
 
+def list_publishers(ctx, sub, location):
+    """VirtualMachineImages_ListPublishers, GET .../locations/{location}/publishers: a bare JSON array of
+    {name, location, id} (tests/data/arm-examples/compute-2026-04-01/virtualMachineImageExamples/
+    VirtualMachineImage_ListPublishers_MaximumSet_Gen.json). `az vm extension image list` and `az vm extension set`
+    without --version start here. Only the catalogue's extension publishers are listed (see README: Azure lists
+    every image publisher of the region)."""
+    publishers = ctx.state.images.get(location.lower(), {})
+    names = sorted({next(iter(types.values()))["publisher"] for types in publishers.values() if types}, key=str.lower)
+    base = f"/Subscriptions/{ctx.sub.id}/Providers/Microsoft.Compute/Locations/{location}/Publishers"
+    return 200, [{"name": name, "location": location, "id": f"{base}/{name}"} for name in names]
+
+
 def list_image_types(ctx, sub, location, publisher):
     types = _publisher_types(ctx, location, publisher)
     return 200, [{"name": image["type"], "location": location, "id": _image_base(ctx, location, image)}
@@ -502,6 +542,8 @@ def register(router):
         router.add(method, rf"{vm}/extensions/(?P<name>[^/]+)", func, EXT_TYPE)
     router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/operations/(?P<op_id>[^/]+)",
                get_operation, "Microsoft.Compute/locations/operations")
+    router.add("GET", rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/publishers", list_publishers,
+               IMAGE_TYPE)
     images = rf"{SUB}/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/publishers/(?P<publisher>[^/]+)" \
              r"/artifacttypes/vmextension/types"
     router.add("GET", images, list_image_types, IMAGE_TYPE)

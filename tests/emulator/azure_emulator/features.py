@@ -135,3 +135,40 @@ def get_resource_group(ctx, sub, rg):
 def register_resource_groups(router):
     router.add("GET", rf"{SUB}/resourceGroups/(?P<rg>[^/]+)", get_resource_group,
                "Microsoft.Resources/resourceGroups")
+
+
+# --- Microsoft.Resources subscriptions: what `az login --service-principal` lists --------------------------------
+SUBSCRIPTIONS_TYPE = "Microsoft.Resources/subscriptions"
+
+
+def _subscription_body(sub):
+    """A subscription as Subscriptions - Get/List answer (tests/data/arm-examples/resources/subscriptions-2019-11-01/
+    GetSubscriptions.json, subscriptions-2021-01-01/GetSubscription.json): the examples' policy values, no tags."""
+    return {"id": f"/subscriptions/{sub.id}", "subscriptionId": sub.id, "tenantId": sub.tenant,
+            "displayName": sub.display_name, "state": "Enabled",
+            "subscriptionPolicies": {"locationPlacementId": "Internal_2014-09-01", "quotaId": "Internal_2014-09-01",
+                                     "spendingLimit": "Off"},
+            "authorizationSource": "RoleBased", "managedByTenants": []}
+
+
+def _caller_can_see(ctx, sub):
+    """Azure lists the subscriptions the caller has a role in: here, those of the token's tenant whose seed names
+    the caller (a service principal or a managed identity)."""
+    app = str(ctx.claims.get("appid", "")).lower()
+    return sub.tenant.lower() == str(ctx.claims.get("tid", "")).lower() and (
+        app in sub.service_principals or app in {mi.lower() for mi in sub.managed_identities})
+
+
+def list_subscriptions(ctx):
+    """GET /subscriptions (Subscriptions - List, "Gets all subscriptions for a tenant"), paged."""
+    return 200, ctx.page([_subscription_body(s) for s in ctx.state.subscriptions.values() if _caller_can_see(ctx, s)])
+
+
+def get_subscription(ctx, sub):
+    """GET /subscriptions/{id} (Subscriptions - Get); server.py already answered 404 for an unknown id."""
+    return 200, _subscription_body(ctx.sub)
+
+
+def register_subscriptions(router):
+    router.add("GET", "/subscriptions", list_subscriptions, SUBSCRIPTIONS_TYPE)
+    router.add("GET", SUB, get_subscription, SUBSCRIPTIONS_TYPE)

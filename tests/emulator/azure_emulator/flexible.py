@@ -107,7 +107,7 @@ def upgraded_vm_extensions(ctx, ss, vm, at, model):
             continue
         run = handlers.start_run(ctx.state, vm.name, model_ext.name, model_ext.props, vm.os_type,
                                  "Creating" if current is None else "Updating", at,
-                                 agent_ready=vm.agent_status == "Ready")
+                                 agent_ready=vm.agent_status == "Ready", protected=model_ext.protected)
         run.version = handlers.handler_version(ctx.state, vm.location, model_ext.props)
         ext = copy.copy(model_ext)
         ext.run, ext.deleting_until, ext.location = run, None, vm.location

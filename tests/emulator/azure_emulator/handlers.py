@@ -46,8 +46,11 @@ def status_message(props, os_type, outcome, message, stdout, stderr):
     return message or DEFAULT_FAILURE
 
 
-def start_run(state, target, name, props, os_type, kind, now, agent_ready=True):
-    """Start a handler run for extension `name` on `target` ("vm" or "vmss/instanceId")."""
+def start_run(state, target, name, props, os_type, kind, now, agent_ready=True, protected=None):
+    """Start a handler run for extension `name` on `target` ("vm" or "vmss/instanceId"). `protected` is the
+    extension's protected-settings digest (State.protected_digest); the run is recorded with it in
+    state.handler_runs (admin GET handler-runs), so tests see which protected settings each run had, never the
+    values."""
     fault = state.take_extension_fault(target, name) or {}
     outcome = fault.get("outcome", "succeeded")
     duration = float(fault.get("duration_s", state.settings["handler_duration_s"]))
@@ -55,6 +58,8 @@ def start_run(state, target, name, props, os_type, kind, now, agent_ready=True):
     if not agent_ready:
         # No agent to run the handler: ARM gives up after the handler time with the agent error.
         return HandlerRun(now, now + duration, "failed", AGENT_NOT_READY_MESSAGE, kind)
+    state.handler_runs.append({"target": target, "extension": name, "kind": kind, "start": now,
+                               "outcome": outcome, "protected_settings": protected})
     end = None if outcome == "timeout" else now + duration
     message = status_message(props, os_type, outcome, fault.get("message"), stdout, stderr)
     return HandlerRun(now, end, "failed" if outcome == "failed" else "succeeded", message, kind, stdout, stderr)

@@ -80,6 +80,7 @@ class Emulator:
         for module in (compute, vmss, features):
             module.register(self.router)
         features.register_resource_groups(self.router)
+        features.register_subscriptions(self.router)
 
     # --- ARM -----------------------------------------------------------------------------------------------
     def arm(self, method, path, query, headers, body):
@@ -89,6 +90,10 @@ class Emulator:
         Compute's once ARM has routed the request to a resource provider operation.
         """
         state = self.state
+        # The base of the URLs ARM writes (nextLink, Azure-AsyncOperation, Location): the public host the client
+        # asked for when it came through the public-cloud proxy, as Azure's own answers name management.azure.com.
+        host = (headers.get("Host") or "").split(":")[0].lower()
+        base_url = f"https://{host}" if self.public_cloud and host in PUBLIC_CLOUD_HOSTS else self.base_url
         extra = {"x-ms-request-id": str(uuid.uuid4()),
                  "x-ms-correlation-request-id": headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())}
         try:
@@ -108,7 +113,8 @@ class Emulator:
                 func, groups = self.router.resolve(method, path)
                 if body is not None and not isinstance(body, dict):
                     raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
-                ctx = Ctx(state, now, method, path, query, body if body is not None else {}, self.base_url, sub)
+                ctx = Ctx(state, now, method, path, query, body if body is not None else {}, base_url, sub)
+                ctx.claims = claims  # who asks: GET /subscriptions lists the caller's own subscriptions
                 if sub is not None:
                     # After ARM's own checks (route, api-version): Compute throttles what reaches it.
                     ctx.admitted = lambda: extra.update(self.throttling.compute(sub.id, method, path, now, extra))
@@ -158,6 +164,15 @@ class Emulator:
             return 200, self.dump_state()
         if method == "POST" and action == "vm":
             return self.set_vm(body)
+        if method == "GET" and action == "handler-runs":
+            with state.lock:
+                return 200, list(state.handler_runs)
+        if method == "POST" and action == "fingerprint":
+            # The digest handler-runs shows for these protected settings (keyed per process): a test compares
+            # without the emulator ever storing or returning a value.
+            if not isinstance(body, dict) or set(body) != {"protectedSettings"}:
+                return 400, {"error": "POST fingerprint takes {\"protectedSettings\": <value or null>}"}
+            return 200, {"fingerprint": state.protected_digest(body["protectedSettings"])}
         return 404, {"error": f"unknown admin call {method} /_emulator/{action}"}
 
     VM_POWER_STATES = ("running", "stopped", "deallocated")

@@ -294,6 +294,9 @@ class State:
             self.faults = []            # [{"rule": dict, "remaining": int|None}]
             self.requests = []
             self.operations = {}        # op id -> Operation
+            # Every handler run the agent started, oldest first, with the digest of the protected settings it ran
+            # with (handlers.start_run): the admin API's GET handler-runs.
+            self.handler_runs = []
             self.images = self._load_images(self.seed.get("extension_images") or {})
             self.subscriptions = {}
             for spec in self.seed.get("subscriptions") or []:

@@ -12,8 +12,8 @@ import azure.mgmt.compute.models as compute_models
 
 from . import handlers
 from .arm import COMPUTE, SUB, busy, conflict, lookup
-from .compute import (check_extension_body, check_one_per_handler, check_property_change, unchanged,
-                      written_extension)
+from .compute import (check_extension_body, check_one_per_handler, check_property_change,
+                      check_type_handler_version, unchanged, written_extension)
 from .compute import settle as settle_vm
 from .errors import ArmError, not_found
 from .state import FLEXIBLE, HandlerRun, Instance, ScaleSet
@@ -105,7 +105,7 @@ def _upgraded_extensions(ctx, ss, instance, at):
             continue
         run = handlers.start_run(ctx.state, f"{ss.name}/{instance.instance_id}", model_ext.name, model_ext.props,
                                  ss.os_type, "Creating" if current is None else "Updating", at,
-                                 agent_ready=ss.agent_status == "Ready")
+                                 agent_ready=ss.agent_status == "Ready", protected=model_ext.protected)
         run.version = handlers.handler_version(ctx.state, ss.location, model_ext.props)
         ext = copy.copy(model_ext)
         ext.run, ext.deleting_until = run, None
@@ -131,7 +131,7 @@ def _latest_extension_versions(ctx, ss, instance, at):
         target = instance.name if flexible else f"{ss.name}/{instance.instance_id}"
         agent = instance.agent_status if flexible else ss.agent_status
         run = handlers.start_run(ctx.state, target, ext.name, ext.props, ss.os_type,
-                                 "Updating", at, agent_ready=agent == "Ready")
+                                 "Updating", at, agent_ready=agent == "Ready", protected=ext.protected)
         run.version = latest
         upgraded = copy.copy(ext)
         upgraded.run = run
@@ -264,6 +264,8 @@ def manual_upgrade(ctx, sub, rg, vmss):
     validate_model(ctx.body, compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs)
     by_id = {i.instance_id: i for i in ss.instances}
     wanted = [str(i) for i in ctx.body["instanceIds"]]
+    if "*" in wanted:  # "* for all instances" (the Azure CLI's help; it sends ["*"]): tests/data/reference/issue-25.md
+        wanted = list(by_id)
     unknown = [i for i in wanted if i not in by_id]
     if unknown:
         raise ArmError(400, "InvalidParameter",
@@ -368,6 +370,7 @@ def _model_from_profile(ctx, ss, entries, base):
                     raise required_missing(f"{where}.properties.{key}")
         else:
             check_property_change(existing, props)
+        check_type_handler_version(props.get("typeHandlerVersion"))
         ext = written_extension(ctx, existing, name, base["location"], props, False, True)
         if existing is not None and "protectedSettings" not in props:
             ext.protected = existing.protected
@@ -534,10 +537,31 @@ def _instance(ss, instance_id):
     raise not_found(f"{VMSS_TYPE}/{ss.name}/virtualMachines", instance_id, ss.rg)
 
 
+SELECT_VALUES = ("instanceView", "instanceView/statuses")
+
+
 def list_instances(ctx, sub, rg, vmss):
     ss = find_scale_set(ctx, rg, vmss)
+    select = ctx.query.get("$select")
+    if select is not None:
+        return 200, ctx.page([_selected_instance_view(ctx, ss, i, select) for i in ss.instances])
     expand = ctx.expand_instance_view()
     return 200, ctx.page([instance_body(ctx, ss, i, expand) for i in ss.instances])
+
+
+def _selected_instance_view(ctx, ss, instance, select):
+    """$select=instanceView: each instance is its instance view alone, without the model view (no name, location,
+    resources[]...); instanceView/statuses keeps only the statuses. The REST reference allows only these two values.
+    Sources (tests/data/reference/issue-25.md): Azure/azure-cli#2459 (Microsoft's VMSS PM: this query returns the
+    instance view for all VMs, not the model view) and #4296 (with it, the non-instance-view properties are null)."""
+    wanted = next((v for v in SELECT_VALUES if v.lower() == select.strip().lower()), None)
+    if wanted is None:
+        raise ArmError(400, "InvalidParameter", f"The value '{select}' of parameter '$select' is not valid; allowed "
+                       f"values are {', '.join(repr(v) for v in SELECT_VALUES)}.", target="$select")
+    view = instance_view(ctx, ss, instance)
+    if wanted == "instanceView/statuses":
+        view = {"statuses": view["statuses"]}
+    return {"properties": {"instanceView": view}}
 
 
 def get_instance(ctx, sub, rg, vmss, instance_id):
