@@ -411,13 +411,31 @@ class AzureConnection(object):
 
     @staticmethod
     def _cli_subscription():
-        import subprocess  # only the cli source needs it
+        """The Azure CLI's default subscription, read from its profile as `az account show` reads it.
 
+        No subprocess (ansible-core 2.21's sanity forbids subprocess.check_output in module_utils). The CLI keeps its
+        accounts in $AZURE_CONFIG_DIR (default ~/.azure)/azureProfile.json, written as UTF-8 with a BOM; the
+        subscription `az account set` chose has "isDefault": true (azure-cli: azure/cli/core/_session.py, _profile.py).
+        """
+        config_dir = os.environ.get("AZURE_CONFIG_DIR") or os.path.expanduser(os.path.join("~", ".azure"))
+        path = os.path.join(config_dir, "azureProfile.json")
+        hint = "run `az login`, or give subscription_id (option or AZURE_SUBSCRIPTION_ID)"
         try:
-            out = subprocess.check_output(["az", "account", "show", "--output", "json"])
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise AzureAuthError("auth_source=cli: no subscription_id given and `az account show` failed: %s" % exc)
-        return json.loads(out)["id"]
+            with open(path, encoding="utf-8-sig") as handle:
+                profile = json.load(handle)
+        except FileNotFoundError:
+            raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI profile %s does not "
+                                 "exist: %s" % (path, hint))
+        except (OSError, ValueError) as exc:
+            raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI profile %s cannot be "
+                                 "read (%s): %s" % (path, exc, hint))
+        subscriptions = profile.get("subscriptions") if isinstance(profile, dict) else None
+        default = [sub for sub in subscriptions or [] if isinstance(sub, dict) and sub.get("isDefault") is True]
+        if not default or not default[0].get("id"):
+            raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI profile %s has no "
+                                 "default subscription (isDefault): run `az account set --subscription ID`, or give "
+                                 "subscription_id (option or AZURE_SUBSCRIPTION_ID)" % path)
+        return default[0]["id"]
 
     def _transport_kwargs(self):
         return {"connection_verify": self.ca_bundle} if self.ca_bundle else {}

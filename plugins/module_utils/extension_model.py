@@ -20,7 +20,6 @@ import os
 import re
 import uuid
 
-from ansible.module_utils.six import string_types
 from ansible_collections.azure_vm.extensions.plugins.module_utils.azure_connection import (
     AzureOperationError,
     arm_errors,
@@ -106,7 +105,7 @@ def validate_extension_options(params, prefix=""):
                                       prefix, type(version).__name__, version))
     if isinstance(version, int):
         version = params["type_handler_version"] = str(version)
-    if version is not None and not isinstance(version, string_types):
+    if version is not None and not isinstance(version, str):
         raise AzureOperationError("%stype_handler_version must be a string such as '2.1' or 'latest'; got the %s %r" % (
             prefix, type(version).__name__, version))
     if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):

@@ -5,13 +5,16 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils import azure_c
 
 AUTH_VARIABLES = ("AZURE_CLIENT_ID", "AZURE_SECRET", "AZURE_TENANT", "AZURE_CERT_PATH", "AZURE_FEDERATED_TOKEN_FILE",
                   "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID")
+# The CLI's default subscription comes from its profile file (tests/unit/test_cli_profile.py), not from `az`.
+PROFILE = '{"subscriptions": [{"id": "sub-from-cli", "isDefault": true}]}'
 
 
 @pytest.fixture
 def no_auth(monkeypatch, tmp_path):
-    """No Azure variable, no credential file, and a PATH without `az`."""
+    """No Azure variable, no credential file, no Azure CLI profile, and a PATH without `az`."""
     for key in AUTH_VARIABLES:
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "azure-cli"))
     monkeypatch.setenv("AZURE_CREDENTIAL_FILE", str(tmp_path / "credentials"))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     return tmp_path
@@ -69,14 +72,17 @@ def test_failed_cli_subscription_lookup_keeps_the_list(no_auth):
         connect()
     message = str(caught.value)
     assert "env: AZURE_CLIENT_ID is not set" in message
-    assert "cli: no subscription_id given and `az account show` failed" in message
+    assert "cli: no subscription_id given and the Azure CLI profile %s does not exist" % (
+        no_auth / "azure-cli" / "azureProfile.json") in message
 
 
 def test_cli_is_used_when_it_works(no_auth):
     fake_az = no_auth / "bin" / "az"
     fake_az.parent.mkdir()
-    fake_az.write_text("#!/bin/sh\necho '{\"id\": \"sub-from-cli\"}'\n")
+    fake_az.write_text("#!/bin/sh\nexit 1\n")
     fake_az.chmod(0o755)
+    (no_auth / "azure-cli").mkdir()
+    (no_auth / "azure-cli" / "azureProfile.json").write_text(PROFILE)
     connection = connect()
     assert connection.auth_source == "cli"
     assert connection.subscription_id == "sub-from-cli"
