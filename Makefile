@@ -83,7 +83,8 @@ guest-image-background: venv system-deps
 
 # The collection tarball as Galaxy would get it (tests/integration/test_ecosystem.py checks its contents).
 collection-build: venv
-	$(VENV)/bin/ansible-galaxy collection build --force --output-path $(DIST) .
+	rm -rf $(DIST)  # one tarball there, so README's `ansible-galaxy collection install .build/dist/*.tar.gz` is exact
+	$(VENV)/bin/ansible-galaxy collection build --output-path $(DIST) .
 	@echo "Install it with: ansible-galaxy collection install $(DIST)/azure_vm-extensions-$(COLLECTION_VERSION).tar.gz"
 
 # The execution environment's build context (.build/ee/context) with this checkout's collection: docs/awx.md.

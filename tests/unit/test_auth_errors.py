@@ -17,6 +17,8 @@ def no_auth(monkeypatch, tmp_path):
     monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "azure-cli"))
     monkeypatch.setenv("AZURE_CREDENTIAL_FILE", str(tmp_path / "credentials"))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    # A connection requests its token in the background at once; here that would go to login.microsoftonline.com.
+    monkeypatch.setattr(ac.TokenPrefetch, "_fetch", lambda self: None)
     return tmp_path
 
 

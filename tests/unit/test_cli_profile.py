@@ -45,6 +45,8 @@ def cli_only(monkeypatch, tmp_path):
         return popen(args, *more, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", no_az)
+    # A connection requests its token in the background at once (through `az` here): nothing may leave the machine.
+    monkeypatch.setattr(ac.TokenPrefetch, "_fetch", lambda self: None)
     return tmp_path
 
 
