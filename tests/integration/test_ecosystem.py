@@ -271,7 +271,7 @@ def repository_paths(code):
 def test_readme_paths_are_in_the_tarball_or_marked_checkout_only(tarball_names):
     """Every repository path the README names (commands to run included) is in the Galaxy tarball, or the README says
     right there that it needs a checkout; links are absolute (relative ones do not resolve on Galaxy's page)."""
-    names, _ = tarball_names
+    names = tarball_names[0]
     shipped, checkout_only, unmarked = set(), set(), []
     for text, codes in readme_units():
         for code in codes:
