@@ -125,8 +125,8 @@ sanity-newest: venv $(NEWEST)/.installed-py$(NEWEST_PYTHON)-$(NEWEST_ANSIBLE_COR
 	SANITY_VENV=$(CURDIR)/$(NEWEST) bash tests/sanity.sh
 
 # The ansible package's wheel once, its azure.azcollection (for its requirements.txt); then pip resolves the package
-# with both collections' requirements (--dry-run: unpacking the package's 100 collections costs minutes and adds
-# nothing), and installs both requirements files.
+# with both collections' requirements (--dry-run: the resolution is the check; the package's own collections are not
+# used here), and installs both requirements files.
 $(AZCOLLECTION)/.installed-py$(AZCOLLECTION_PYTHON)-$(AZCOLLECTION_ANSIBLE): requirements.txt
 	py=$$(bash tests/smoke/find_python.sh $(AZCOLLECTION_PYTHON)) && rm -rf $(AZCOLLECTION) \
 		&& mkdir -p $(AZCOLLECTION)/dl && $$py -m venv $(AZCOLLECTION)/venv
