@@ -1,19 +1,37 @@
 # Two commands from a fresh clone: `make demo` and `make test`. Everything they need is installed from here.
-# CI (`bash .ci/run`) runs `make test`, then `make ci-extra` (other ansible-core and SDK versions, azure.azcollection).
+# CI (`bash .ci/run`) runs `make test`, then `make ci-extra` (the other ends of the supported ranges, azure.azcollection,
+# galaxy-importer).
+# The main virtualenv: the system python3 (3.11), tests/requirements.txt's ansible-core, tests/constraints.txt's pins.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The lowest versions requirements.txt allows (every `pkg>=X` as `pkg==X`, ansible-core included), in their own venv.
+# The ends of the supported ansible-core range (requirements.txt), each on a Python its controller supports
+# (ansible-core's support matrix: 2.16 runs on Python 3.10-3.12, 2.20 and 2.21 on 3.12-3.14), taken from pyenv
+# (tests/smoke/find_python.sh), so that make test's 3.11 and these cover every Python of the supported 3.11-3.13.
+# Lowest: every `pkg>=X` of requirements.txt as `pkg==X`, ansible-core 2.16.0 included.
+LOWEST_PYTHON := 3.12
 LOWEST := .build/lowest
-# azure.azcollection as released in the ansible package, and one venv with both collections' requirements.
+# Newest: the newest ansible-core release with the SDK pins of tests/constraints.txt.
+NEWEST_PYTHON := 3.13
+NEWEST_ANSIBLE_CORE := 2.21.5
+NEWEST := .build/newest
+# azure.azcollection as released in the ansible package, and one venv with azure.azcollection's requirements and this
+# collection's; pip must also resolve them with the ansible package itself (ansible 14 needs ansible-core 2.21).
 AZCOLLECTION_ANSIBLE := 14.5.0
+AZCOLLECTION_PYTHON := 3.12
 AZCOLLECTION := .build/azcollection
+# galaxy-importer, what Galaxy runs on an uploaded tarball (its config .ci/galaxy-importer.cfg turns ansible-test off).
+GALAXY_IMPORTER_VERSION := 0.4.44
+GALAXY_IMPORTER := .build/galaxy-importer
+DIST := .build/dist
+COLLECTION_VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 # `make emulator` options: a seed file (tests/emulator/seed.example.yml documents the format) and the port.
 SEED ?=
 PORT ?= 8443
 
-.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context de-context \
-	ci-extra guest-image-background test-lowest sanity-lowest test-azcollection changelog bench bench-inventory bench-scale bench-task-cost bench-eda witness clean
+.PHONY: venv system-deps demo emulator test sanity lint pytest units integration collection-build ee-context \
+	de-context ci-extra guest-image-background test-lowest sanity-lowest test-newest sanity-newest test-azcollection \
+	galaxy-importer changelog bench bench-inventory bench-scale bench-task-cost bench-eda witness clean
 
 venv: $(STAMP)
 
@@ -37,9 +55,10 @@ emulator: venv
 sanity: venv
 	bash tests/sanity.sh
 
+# ansible-lint as an editor or pre-commit runs it: at the root, no flags (.ansible-lint selects the production profile
+# and says what it excludes and why).
 lint: venv
-	cd .build/collections/ansible_collections/azure_vm/extensions 2>/dev/null || $(PY) -c 'import sys; sys.path.insert(0, "tests"); import harness; harness.collections_path()'
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.build/collections $(VENV)/bin/ansible-lint --offline roles playbooks extensions
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint
 
 pytest: venv system-deps
 	$(PY) -m pytest -n $${PYTEST_WORKERS:-auto} --dist loadgroup tests --ignore=tests/guests
@@ -64,7 +83,9 @@ guest-image-background: venv system-deps
 
 # The collection tarball as Galaxy would get it (tests/integration/test_ecosystem.py checks its contents).
 collection-build: venv
-	$(VENV)/bin/ansible-galaxy collection build --force --output-path .build/dist .
+	rm -rf $(DIST)  # one tarball there, so README's `ansible-galaxy collection install .build/dist/*.tar.gz` is exact
+	$(VENV)/bin/ansible-galaxy collection build --output-path $(DIST) .
+	@echo "Install it with: ansible-galaxy collection install $(DIST)/azure_vm-extensions-$(COLLECTION_VERSION).tar.gz"
 
 # The execution environment's build context (.build/ee/context) with this checkout's collection: docs/awx.md.
 ee-context: venv
@@ -74,37 +95,68 @@ ee-context: venv
 de-context: venv
 	$(PY) tests/ee/create_context.py --file decision-environment.yml --context .build/de/context
 
-# --- CI beyond `make test`: the other end of every supported range -------------------------------------------
-ci-extra: test-lowest sanity-lowest test-azcollection units witness-cli
+# --- CI beyond `make test`: the other ends of every supported range, and the Azure CLI witness ------------------
+ci-extra: test-lowest sanity-lowest test-newest sanity-newest test-azcollection galaxy-importer units witness-cli
 
-$(LOWEST)/.installed: requirements.txt
-	python3 -m venv $(LOWEST)
+# A venv per matrix entry, rebuilt when its Python or pins change (the stamp's name carries them).
+$(LOWEST)/.installed-py$(LOWEST_PYTHON): requirements.txt
+	py=$$(bash tests/smoke/find_python.sh $(LOWEST_PYTHON)) && rm -rf $(LOWEST) && $$py -m venv $(LOWEST)
 	sed -n 's/^\([A-Za-z0-9_.-]*\)>=\([0-9.]*\).*/\1==\2/p' requirements.txt > $(LOWEST)/constraints.txt
 	$(LOWEST)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c $(LOWEST)/constraints.txt
 	touch $@
 
+$(NEWEST)/.installed-py$(NEWEST_PYTHON)-$(NEWEST_ANSIBLE_CORE): requirements.txt tests/constraints.txt
+	py=$$(bash tests/smoke/find_python.sh $(NEWEST_PYTHON)) && rm -rf $(NEWEST) && $$py -m venv $(NEWEST)
+	{ grep -v '^ansible-core==' tests/constraints.txt; echo ansible-core==$(NEWEST_ANSIBLE_CORE); } \
+		> $(NEWEST)/constraints.txt
+	$(NEWEST)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c $(NEWEST)/constraints.txt
+	touch $@
+
 # Smoke playbook (every Azure module, twice) with the lowest ansible-core and SDKs requirements.txt allows.
-test-lowest: venv $(LOWEST)/.installed
+test-lowest: venv $(LOWEST)/.installed-py$(LOWEST_PYTHON)
 	$(PY) tests/smoke/run_smoke.py --venv $(LOWEST)
 
-# ansible-test sanity with the lowest supported ansible-core.
-sanity-lowest: venv
-	SANITY_ANSIBLE_CORE=$$(grep -o '^ansible-core>=[0-9.]*' requirements.txt | sed 's/>=/==/') \
-	SANITY_VENV=$(CURDIR)/.build/sanity-lowest bash tests/sanity.sh
+# ansible-test sanity with the lowest supported ansible-core, in the same venv.
+sanity-lowest: venv $(LOWEST)/.installed-py$(LOWEST_PYTHON)
+	SANITY_VENV=$(CURDIR)/$(LOWEST) bash tests/sanity.sh
 
-$(AZCOLLECTION)/.installed: requirements.txt
-	rm -rf $(AZCOLLECTION) && mkdir -p $(AZCOLLECTION)/dl
-	$(PY) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+# Smoke playbook with the newest ansible-core.
+test-newest: venv $(NEWEST)/.installed-py$(NEWEST_PYTHON)-$(NEWEST_ANSIBLE_CORE)
+	$(PY) tests/smoke/run_smoke.py --venv $(NEWEST)
+
+# ansible-test sanity with the newest ansible-core, in the same venv.
+sanity-newest: venv $(NEWEST)/.installed-py$(NEWEST_PYTHON)-$(NEWEST_ANSIBLE_CORE)
+	SANITY_VENV=$(CURDIR)/$(NEWEST) bash tests/sanity.sh
+
+# The ansible package's wheel once, its azure.azcollection (for its requirements.txt); then pip resolves the package
+# with both collections' requirements (--dry-run: the resolution is the check; the package's own collections are not
+# used here), and installs both requirements files.
+$(AZCOLLECTION)/.installed-py$(AZCOLLECTION_PYTHON)-$(AZCOLLECTION_ANSIBLE): requirements.txt
+	py=$$(bash tests/smoke/find_python.sh $(AZCOLLECTION_PYTHON)) && rm -rf $(AZCOLLECTION) \
+		&& mkdir -p $(AZCOLLECTION)/dl && $$py -m venv $(AZCOLLECTION)/venv
+	$(AZCOLLECTION)/venv/bin/pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
 		ansible==$(AZCOLLECTION_ANSIBLE) -d $(AZCOLLECTION)/dl
 	$(PY) tests/smoke/extract_azcollection.py $(AZCOLLECTION)/dl $(AZCOLLECTION)/collections
-	python3 -m venv $(AZCOLLECTION)/venv
+	$(AZCOLLECTION)/venv/bin/pip install -q --disable-pip-version-check --dry-run --find-links $(AZCOLLECTION)/dl \
+		ansible==$(AZCOLLECTION_ANSIBLE) -r requirements.txt \
+		-r $(AZCOLLECTION)/collections/ansible_collections/azure/azcollection/requirements.txt
 	$(AZCOLLECTION)/venv/bin/pip install -q --disable-pip-version-check -r requirements.txt \
 		-r $(AZCOLLECTION)/collections/ansible_collections/azure/azcollection/requirements.txt
 	touch $@
 
 # This collection and azure.azcollection in one venv (pip must resolve both requirements files), a module of each.
-test-azcollection: venv $(AZCOLLECTION)/.installed
+test-azcollection: venv $(AZCOLLECTION)/.installed-py$(AZCOLLECTION_PYTHON)-$(AZCOLLECTION_ANSIBLE)
 	$(PY) tests/smoke/run_smoke.py --venv $(AZCOLLECTION)/venv --azcollection $(AZCOLLECTION)/collections
+
+$(GALAXY_IMPORTER)/.installed-$(GALAXY_IMPORTER_VERSION):
+	rm -rf $(GALAXY_IMPORTER) && python3 -m venv $(GALAXY_IMPORTER)
+	$(GALAXY_IMPORTER)/bin/pip install -q --disable-pip-version-check galaxy-importer==$(GALAXY_IMPORTER_VERSION)
+	touch $@
+
+# galaxy-importer on the built tarball, as Galaxy runs it on upload; any warning or error fails.
+galaxy-importer: collection-build $(GALAXY_IMPORTER)/.installed-$(GALAXY_IMPORTER_VERSION)
+	$(PY) tests/smoke/run_galaxy_importer.py --importer $(GALAXY_IMPORTER) --config .ci/galaxy-importer.cfg \
+		$(DIST)/azure_vm-extensions-$(COLLECTION_VERSION).tar.gz
 
 # CHANGELOG.rst from changelogs/fragments (antsibull-changelog). Fragments are kept (keep_fragments: true); running
 # it again for the same version adds the fragments merged since.

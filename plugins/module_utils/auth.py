@@ -149,21 +149,35 @@ def read_credential_file(profile):
 
 
 def cli_default_subscription():
-    """The subscription `az account show` would print: the one marked isDefault in the Azure CLI's profile
-    (AZURE_CONFIG_DIR or ~/.azure, azureProfile.json, which the CLI writes with a UTF-8 byte order mark)."""
-    folder = os.environ.get("AZURE_CONFIG_DIR") or os.path.expanduser("~/.azure")
-    path = os.path.join(folder, "azureProfile.json")
+    """The Azure CLI's default subscription, read from its profile as `az account show` reads it.
+
+    No subprocess (ansible-core 2.21's sanity forbids subprocess.check_output in module_utils). The CLI keeps its
+    accounts in $AZURE_CONFIG_DIR (default ~/.azure)/azureProfile.json, written as UTF-8 with a BOM; the
+    subscription `az account set` chose has "isDefault": true (azure-cli: azure/cli/core/_session.py, _profile.py).
+    """
+    config_dir = os.environ.get("AZURE_CONFIG_DIR") or os.path.expanduser(os.path.join("~", ".azure"))
+    path = os.path.join(config_dir, "azureProfile.json")
+    hint = "run `az login`, or give subscription_id (option or AZURE_SUBSCRIPTION_ID)"
     try:
         with open(path, "rb") as handle:
             profile = json.loads(handle.read().decode("utf-8-sig"))
-    except (IOError, OSError, ValueError) as exc:
-        raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI's profile %s cannot be "
-                             "read (run `az login`): %s" % (path, exc))
-    for subscription in profile.get("subscriptions") or []:
-        if subscription.get("isDefault") and subscription.get("id"):
-            return subscription["id"]
-    raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI's profile %s has no default "
-                         "subscription (run `az account set --subscription ...`)" % path)
+    except (IOError, OSError) as exc:
+        if not os.path.exists(path):
+            raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI profile %s does not "
+                                 "exist: %s" % (path, hint))
+        raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI profile %s cannot be "
+                             "read (%s): %s" % (path, exc, hint))
+    except ValueError as exc:
+        raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI profile %s cannot be "
+                             "read (%s): %s" % (path, exc, hint))
+    subscriptions = profile.get("subscriptions") if isinstance(profile, dict) else None
+    default = [sub for sub in (subscriptions if isinstance(subscriptions, list) else [])
+               if isinstance(sub, dict) and sub.get("isDefault") is True]
+    if not default or not default[0].get("id"):
+        raise AzureAuthError("auth_source=cli: no subscription_id given and the Azure CLI profile %s has no "
+                             "default subscription (isDefault): run `az account set --subscription ID`, or give "
+                             "subscription_id (option or AZURE_SUBSCRIPTION_ID)" % path)
+    return default[0]["id"]
 
 
 def detect_source(options, skipped=None):

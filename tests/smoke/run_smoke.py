@@ -1,5 +1,5 @@
 """Smoke run of every Azure module in a given virtualenv against the emulator (run by `make test-lowest`,
-`make test-core-lowest` and `make test-azcollection`; see the Makefile).
+`make test-newest` and `make test-azcollection`; see the Makefile).
 
     .venv/bin/python tests/smoke/run_smoke.py --venv .build/lowest
     .venv/bin/python tests/smoke/run_smoke.py --venv .build/azcollection/venv \
@@ -57,6 +57,12 @@ def run(cmd, env, label):
     return proc, results
 
 
+def warnings(proc):
+    """Ansible's warnings and deprecations in a run's output ([WARNING]: ..., [DEPRECATION WARNING]: ...)."""
+    return [line.strip() for line in (proc.stdout + proc.stderr).splitlines()
+            if "[WARNING]" in line or "[DEPRECATION WARNING]" in line]
+
+
 def failed(proc, why):
     sys.stderr.write("%s\n--- stdout ---\n%s\n--- stderr ---\n%s\n" % (why, proc.stdout[-6000:], proc.stderr[-3000:]))
     return 1
@@ -106,10 +112,14 @@ def main(argv=None):
             proc, results = run(playbook, env, "smoke playbook, first run")
             if proc.returncode != 0:
                 return failed(proc, "the smoke playbook failed")
+            if warnings(proc):
+                return failed(proc, "the smoke playbook printed warnings:\n%s" % "\n".join(warnings(proc)))
             before = len(emu.writes())
             proc, results = run(playbook, env, "smoke playbook, second run")
             if proc.returncode != 0:
                 return failed(proc, "the second smoke run failed")
+            if warnings(proc):
+                return failed(proc, "the second smoke run printed warnings:\n%s" % "\n".join(warnings(proc)))
             changed = results.get("stats", {}).get("localhost", {}).get("changed")
             if changed != 0 or len(emu.writes()) != before:
                 return failed(proc, "the second run changed %s task(s) and sent %d write(s)"

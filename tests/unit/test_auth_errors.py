@@ -86,7 +86,7 @@ def test_failed_cli_subscription_lookup_keeps_the_list(no_auth):
         connect()
     message = str(caught.value)
     assert "env: AZURE_CLIENT_ID is not set" in message
-    assert "cli: no subscription_id given and the Azure CLI's profile %s cannot be read (run `az login`)" % (
+    assert "cli: no subscription_id given and the Azure CLI profile %s does not exist: run `az login`" % (
         no_auth / "azure-cli" / "azureProfile.json") in message
     assert not (no_auth / "az-ran").exists()
 

@@ -12,6 +12,8 @@ import typing
 
 from .errors import ArmError
 
+NONE_TYPE = type(None)  # Optional[...] is Union[..., NoneType]
+
 
 class _Any:
     """Marker for properties typed Any (settings, protectedSettings): any JSON value is accepted."""
@@ -59,7 +61,7 @@ def check(value, annotation, path, namespace):
         return
     origin = typing.get_origin(annotation)
     if origin is typing.Union:
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        options = [a for a in typing.get_args(annotation) if a is not NONE_TYPE]
         errors = []
         for option in options:
             try:
