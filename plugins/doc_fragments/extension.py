@@ -24,9 +24,11 @@ options:
     type: str
   type_handler_version:
     description:
-      - Handler version, for example C(2.1). Required with O(state=present).
-      - V(latest) picks the highest version in the region from the extension image catalogue (numeric order);
-        with O(auto_upgrade_minor_version=true) its major.minor is used.
+      - Handler version as C(major.minor), for example C(2.1). Required with O(state=present). Azure refuses any
+        other form (C(2), C(2.1.6)), so the module does too, before anything is written; the patch the handler
+        runs is Azure's choice (O(auto_upgrade_minor_version)) and shows in the instance view.
+      - V(latest) picks the highest version in the region from the extension image catalogue (numeric order) and
+        sends its major.minor.
       - A string. Quote it in YAML (V('2.10')); an unquoted 2.10 is the number 2.1 and is refused.
     type: raw
   settings:

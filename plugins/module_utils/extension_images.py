@@ -24,8 +24,8 @@ def list_versions(connection, location, publisher, extension_type):
 
 
 def resolve_version(definition, connection, location, target_id):
-    """The version to send: type_handler_version as given, or for 'latest' the newest in the region's catalogue
-    (major.minor when auto_upgrade_minor_version lets Azure pick the patch)."""
+    """The version to send: type_handler_version as given, or for 'latest' the major.minor of the newest in the
+    region's catalogue."""
     if definition["type_handler_version"] != "latest":
         return definition["type_handler_version"]
     publisher, extension_type = definition["publisher"], definition["type"]
@@ -35,7 +35,9 @@ def resolve_version(definition, connection, location, target_id):
     if not version:
         raise AzureOperationError("type_handler_version=latest: no versions of %s.%s in %s" % (
             publisher, extension_type, location))
-    return handler_version(version) if definition.get("auto_upgrade_minor_version", True) else version
+    # Azure takes major.minor only (extension_model.VERSION_PATTERN): the newest major.minor, whose newest patch the
+    # handler then runs.
+    return handler_version(version)
 
 
 def image_info(azure):

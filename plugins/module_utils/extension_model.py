@@ -86,7 +86,10 @@ EXTENSION_OPTION_RULES = dict(
     required_if=[("state", "present", ("publisher", "type", "type_handler_version"))],
     mutually_exclusive=[("protected_settings", "protected_settings_from_key_vault"), ("rerun", "force_update_tag")],
 )
-VERSION_PATTERN = re.compile(r"^\d+(\.\d+){0,3}$")
+# Azure takes typeHandlerVersion as "major.minor" only (400 InvalidParameter "The value of parameter
+# typeHandlerVersion is invalid." for "2", "2.1.6", "abc"; the Azure CLI trims --version to major.minor for that
+# reason): tests/data/reference/issue-25.md. autoUpgradeMinorVersion picks the patch.
+VERSION_PATTERN = re.compile(r"^\d+\.\d+$")
 
 
 def validate_extension_options(params, prefix=""):
@@ -101,14 +104,13 @@ def validate_extension_options(params, prefix=""):
         raise AzureOperationError("%stype_handler_version must be quoted, for example '2.10': YAML reads an unquoted "
                                   "2.10 as the number 2.1 and the trailing zero is lost; got the %s %r" % (
                                       prefix, type(version).__name__, version))
-    if isinstance(version, int):
-        version = params["type_handler_version"] = str(version)
     if version is not None and not isinstance(version, str):
         raise AzureOperationError("%stype_handler_version must be a string such as '2.1' or 'latest'; got the %s %r" % (
             prefix, type(version).__name__, version))
     if params["state"] == "present" and version != "latest" and not VERSION_PATTERN.match(version or ""):
-        raise AzureOperationError("%stype_handler_version must be a version such as '2.1' or '2.1.6', or 'latest'; "
-                                  "got %r" % (prefix, version))
+        raise AzureOperationError("%stype_handler_version must be major.minor such as '2.1' (Azure refuses any other "
+                                  "form; the handler's patch version is Azure's choice with auto_upgrade_minor_version) "
+                                  "or 'latest'; got %r" % (prefix, version))
     if params.get("timeout") is not None and params["timeout"] <= 0:
         raise AzureOperationError("%stimeout must be a positive number of seconds; got %r" % (prefix, params["timeout"]))
     if params["rerun"] and params["state"] == "absent":

@@ -703,3 +703,35 @@ def test_awx_recovery_from_the_task_result_when_the_backup_file_is_gone(run_play
     writes = len(emulator.writes())
     second = run_playbook(restore, expect_rc=0)
     assert second.task("restore")["changed"] is False and len(emulator.writes()) == writes
+
+
+# ---- issue 25: a force_update_tag rerun keeps the protected settings Azure holds --------------------------------
+def test_force_update_tag_rerun_runs_the_handler_with_its_stored_secret(run_playbook, emulator, tmp_path):
+    """Azure keeps an extension's stored protected settings when a PUT leaves them out (tests/data/reference/
+    issue-25.md): the rerun sends none, and the handler runs again with the secret it had. The emulator's handler-runs
+    log shows which protected settings each run had, as a keyed digest, never the value."""
+    secret = {"commandToExecute": "echo " + SECRET}
+    install_vm(run_playbook, "vm-web-02", protected_settings=secret)
+    runs = [r for r in emulator.handler_runs() if r["target"] == "vm-web-02" and r["extension"] == "customScript"]
+    assert len(runs) == 1 and runs[0]["protected_settings"] == emulator.fingerprint(secret)
+    start = len(emulator.writes())
+    run = run_playbook(role_play(**role_vars(tmp_path, rerun_extension_vm_name="vm-web-02",
+                                             rerun_extension_method="force_update_tag")), expect_rc=0)
+    assert "outcome=succeeded" in summary_of(run)
+    puts = [w for w in emulator.writes()[start:] if w["method"] in ("PUT", "PATCH")]
+    assert len(puts) == 1 and "protectedSettings" not in puts[0]["body"]["properties"]  # nothing secret was sent
+    runs = [r for r in emulator.handler_runs() if r["target"] == "vm-web-02" and r["extension"] == "customScript"]
+    assert len(runs) == 2 and runs[-1]["kind"] == "Updating"
+    assert runs[-1]["protected_settings"] == emulator.fingerprint(secret) != emulator.fingerprint(None)
+    assert SECRET not in json.dumps(emulator.handler_runs()) + run.stdout
+
+
+def test_scale_set_force_update_tag_rerun_keeps_the_secret_on_every_instance(run_playbook, emulator, tmp_path):
+    secret = {"commandToExecute": "echo " + SECRET}
+    install_vmss(run_playbook, protected_settings=secret)
+    start = len(emulator.handler_runs())
+    run = run_playbook(role_play(**vmss_vars(tmp_path, rerun_extension_method="force_update_tag")), expect_rc=0)
+    assert "outcome=succeeded" in summary_of(run)
+    reran = [r for r in emulator.handler_runs()[start:] if r["extension"] == "customScript"]
+    assert sorted(r["target"] for r in reran) == ["vmss-manual/%d" % i for i in range(5)]
+    assert {r["protected_settings"] for r in reran} == {emulator.fingerprint(secret)}

@@ -167,9 +167,14 @@ def test_casing_normalized_by_azure_is_not_a_change(run_playbook, emulator):
 
 
 def test_latest_version_resolves_numerically(run_playbook, emulator):
+    # The catalogue has 2.0.2, 2.0.3, 2.1.6, 2.1.10: the newest is 2.1.10 (string order would say 2.1.6), sent as
+    # 2.1 (Azure takes major.minor only), and the handler runs 2.1.10.
     run = run_playbook(playbook(ext_task(type_handler_version="latest", auto_upgrade_minor_version=False,
                                          settings={})), expect_rc=0)
-    assert run.task("apply")["extension"]["type_handler_version"] == "2.1.10"
+    assert run.task("apply")["extension"]["type_handler_version"] == "2.1"
+    assert run.task("apply")["instance_view"]["type_handler_version"] == "2.1.10"
+    put = [r for r in emulator.writes() if r["method"] == "PUT"][-1]
+    assert put["body"]["properties"]["typeHandlerVersion"] == "2.1"
 
 
 def test_delete_twice(run_playbook, emulator):

@@ -320,14 +320,20 @@ def test_unquoted_yaml_number_as_version_is_refused_naming_the_option(number):
         em.validate_extension_options(_declaration(number))
 
 
-@pytest.mark.parametrize("value, expected", [(2, "2"), ("2.10", "2.10"), ("latest", "latest")])
-def test_integer_and_string_versions_are_kept_exactly(value, expected):
+@pytest.mark.parametrize("value, expected", [("2.10", "2.10"), ("2.1", "2.1"), ("latest", "latest")])
+def test_string_versions_are_kept_exactly(value, expected):
     params = _declaration(value)
     em.validate_extension_options(params)
     assert params["type_handler_version"] == expected
 
 
-@pytest.mark.parametrize("value", [["2.1"], {"v": "2.1"}])
+@pytest.mark.parametrize("value", ["2", "2.1.6", "1.9.5.1", "abc", "2.x"])
+def test_a_version_azure_refuses_is_refused_naming_the_option_and_the_form(value):
+    with pytest.raises(em.AzureOperationError, match=r"type_handler_version must be major.minor such as '2.1'"):
+        em.validate_extension_options(_declaration(value))
+
+
+@pytest.mark.parametrize("value", [["2.1"], {"v": "2.1"}, 2])
 def test_version_of_another_type_is_refused_naming_the_option(value):
     with pytest.raises(em.AzureOperationError, match=r"type_handler_version must be a string such as '2.1'"):
         em.validate_extension_options(_declaration(value))
