@@ -143,7 +143,7 @@ def test_missing_vm_and_bad_input_give_clear_errors_before_any_write(run_playboo
     assert "virtual machine 'no-such-vm' not found in resource group 'rg-demo'" in missing.task("apply")["msg"]
     requests_before = len(emulator.arm_requests())
     bad = run_playbook(playbook(ext_task(type_handler_version="two")))
-    assert "type_handler_version must be a version such as '2.1'" in bad.task("apply")["msg"]
+    assert "type_handler_version must be major.minor such as '2.1'" in bad.task("apply")["msg"]
     bad_state = run_playbook(playbook(ext_task(state="gone")))
     assert "state" in bad_state.task("apply")["msg"] and "present, absent" in bad_state.task("apply")["msg"]
     assert len(emulator.arm_requests()) == requests_before  # refused before talking to Azure
