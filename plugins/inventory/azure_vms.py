@@ -209,8 +209,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import 
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import FINGERPRINT_TAG
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
-    extension_failed,
+    extension_state,
     handler_state,
+    power_state,
     status_messages,
     vm_agent_result,
 )
@@ -229,20 +230,10 @@ display = Display()
 RESOURCE_GROUP_PATTERN = re.compile(r"^[-\w\._\(\)]{0,89}[-\w_\(\)]$", re.UNICODE)
 SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 LOCATION_PATTERN = re.compile(r"^[A-Za-z0-9 ]+$")
-TRANSITIONING = ("creating", "updating", "deleting", "migrating")
 
 
 def _lower(value):
     return (value or "").lower()
-
-
-def power_state(instance_view):
-    """'running', 'stopped', 'deallocated', ... from the PowerState/... status; 'unknown' when absent."""
-    for status in (instance_view or {}).get("statuses") or []:
-        code = status.get("code") or ""
-        if code.lower().startswith("powerstate/"):
-            return code.split("/", 1)[1].lower()
-    return "unknown"
 
 
 def public_tags(tags):
@@ -252,18 +243,6 @@ def public_tags(tags):
 
 def is_flexible(scale_set):
     return ((scale_set.get("properties") or {}).get("orchestrationMode") or "Uniform").lower() == "flexible"
-
-
-def extension_state(handler, provisioning_state):
-    """'failed' by extension_failed(); otherwise the handler's state from its instance view, and when the handler
-    has not reported, ARM's provisioning state ('Creating', 'Updating', ... -> 'transitioning')."""
-    if extension_failed(provisioning_state, handler):
-        return "failed"
-    if handler != "unknown":
-        return handler
-    if _lower(provisioning_state) in TRANSITIONING:
-        return "transitioning"
-    return "unknown"
 
 
 def extension_records(resources, instance_view, fingerprint_tags=None):

@@ -40,6 +40,23 @@ def extension_failed(provisioning_state, handler_state_value):
         (provisioning_state or "").lower() in ("failed", "canceled")
 
 
+# ARM provisioning states of an extension whose operation is still running.
+TRANSITIONING_PROVISIONING = ("creating", "updating", "deleting", "migrating")
+
+
+def extension_state(handler_state_value, provisioning_state):
+    """One word for an extension as lists show it (the inventory's state hostvar, the event source's transitions):
+    'failed' by extension_failed(); otherwise the handler's state from its instance view; when the handler has not
+    reported, 'transitioning' while ARM's provisioning state says the operation runs, else 'unknown'."""
+    if extension_failed(provisioning_state, handler_state_value):
+        return "failed"
+    if handler_state_value not in (None, "unknown"):
+        return handler_state_value
+    if (provisioning_state or "").lower() in TRANSITIONING_PROVISIONING:
+        return "transitioning"
+    return "unknown"
+
+
 def result_failed(ext):
     """extension_failed() of an extension in extension_result() shape."""
     return extension_failed(ext.get("provisioning_state"), (ext.get("instance_view") or {}).get("state"))
@@ -144,6 +161,12 @@ def handler_state_text(ext):
     text = "provisioning %s, handler %s" % (ext.get("provisioning_state") or "unknown", view.get("state", "unknown"))
     messages = status_messages(view)
     return text + (": " + messages if messages else "")
+
+
+def power_state(vm_instance_view):
+    """'running', 'stopped', 'deallocated', ... from a VM instance view's PowerState/... status; 'unknown' when
+    absent."""
+    return vm_states(vm_instance_view)[0] or "unknown"
 
 
 def vm_states(vm_instance_view):

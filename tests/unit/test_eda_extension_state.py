@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import extension_failed
+from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
+    extension_failed,
+    extension_state,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "extensions" / "eda" / "plugins" / "event_source" / "extension_state.py"
@@ -186,9 +189,10 @@ def test_new_vms_and_extensions_after_the_baseline_are_watched_and_gone_ones_for
 
 
 def test_the_failed_rule_handler_or_provisioning_state():
-    # The source uses the collection's one rule (extension_status.extension_failed(provisioning_state, handler)).
-    failed, observed = SOURCE["extension_failed"], SOURCE["observed_state"]
-    assert failed is extension_failed
+    # The source uses the collection's one state word, whose "failed" is extension_status.extension_failed.
+    observed = SOURCE["extension_state"]
+    assert observed is extension_state
+    failed = extension_failed
     assert failed(None, "failed") and failed("Failed", "unknown") and failed("failed", "succeeded")
     assert not failed("Succeeded", "succeeded") and not failed("Updating", "transitioning")
     pairs = (("unknown", "Failed"), ("succeeded", "Succeeded"), ("transitioning", None), ("unknown", "Creating"),

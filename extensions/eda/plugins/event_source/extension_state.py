@@ -210,8 +210,9 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import 
 )
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import default_timeout  # noqa: E402
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (  # noqa: E402
-    extension_failed,
+    extension_state,
     handler_state,
+    power_state,
     status_messages,
     vm_agent_result,
 )
@@ -224,7 +225,6 @@ DEFAULT_STATE_FILE = "~/.ansible/azure_vm_extensions/eda/extension_state.json"
 # Virtual Machines - List All with statusOnly=true, and the scale-set lists, at a published Compute api-version
 # that has statusOnly (the one module_utils/fleet_pipeline.py sweeps with).
 API_VERSION = "2024-07-01"
-TRANSITIONING = ("creating", "updating", "deleting", "migrating")
 # What ARM accepts (Microsoft.Resources naming rules), as the inventory plugin checks them.
 SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 RESOURCE_GROUP_PATTERN = re.compile(r"^[-\w\._\(\)]{0,89}[-\w_\(\)]$", re.UNICODE)
@@ -245,18 +245,7 @@ class OptionError(ValueError):
     """An argument that cannot work; raised before any request."""
 
 
-# ---- the rule (failed: module_utils/extension_status.extension_failed, the collection's one definition) -------------
-def observed_state(handler, provisioning_state):
-    """'failed', 'succeeded', 'transitioning' or 'unknown' for one extension."""
-    if extension_failed(provisioning_state, handler):
-        return "failed"
-    if handler != "unknown":
-        return "transitioning" if handler not in ("succeeded", "failed") else handler
-    if (provisioning_state or "").lower() in TRANSITIONING:
-        return "transitioning"
-    return "unknown"
-
-
+# ---- text ---------------------------------------------------------------------------------------------------------
 def safe_text(text, limit):
     """A handler's message as an event may carry it: cut to limit, Jinja delimiters broken up ('{{' -> '{ {')."""
     text = text or ""
@@ -270,14 +259,6 @@ def safe_text(text, limit):
 
 def iso(timestamp):
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def power_state(instance_view):
-    for status in (instance_view or {}).get("statuses") or []:
-        code = status.get("code") or ""
-        if code.lower().startswith("powerstate/"):
-            return code.split("/", 1)[1].lower()
-    return "unknown"
 
 
 # ---- options ------------------------------------------------------------------------------------------------------
@@ -358,7 +339,7 @@ def extension_observations(instance_view, resources, limit):
         found[name.lower()] = {
             "name": name, "type": view.get("type") or types.get(name.lower()),
             "handler_version": view.get("typeHandlerVersion"),
-            "state": observed_state(handler, provisioning.get(name.lower())),
+            "state": extension_state(handler, provisioning.get(name.lower())),
             "message": safe_text(status_messages(view), limit) or None,
         }
     for name, state in provisioning.items():
@@ -366,7 +347,7 @@ def extension_observations(instance_view, resources, limit):
         if name and name not in found:
             original = [ext.get("name") for ext in resources if (ext.get("name") or "").lower() == name][0]
             found[name] = {"name": original, "type": types.get(name), "handler_version": None,
-                           "state": observed_state("unknown", state), "message": None}
+                           "state": extension_state("unknown", state), "message": None}
     return found
 
 
