@@ -12,19 +12,15 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
 
-try:
-    import jmespath
-
-    JMESPATH_IMPORT_ERROR = None
-except ImportError:
-    jmespath = None
-    JMESPATH_IMPORT_ERROR = traceback.format_exc()
-
 
 def apply_query(expression, data):
-    """Evaluate expression over data; raises AzureOperationError naming the option for a bad expression."""
-    if jmespath is None:
-        raise AzureOperationError(missing_required_lib("jmespath"), import_error=JMESPATH_IMPORT_ERROR)
+    """Evaluate expression over data; raises AzureOperationError naming the option for a bad expression.
+    jmespath is imported here, when a task gives a query: every module imports this file (the module wrapper
+    applies the option), and a task without a query should not pay for the import."""
+    try:
+        import jmespath  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise AzureOperationError(missing_required_lib("jmespath"), import_error=traceback.format_exc())
     try:
         return jmespath.search(expression, data)
     except jmespath.exceptions.JMESPathError as exc:
