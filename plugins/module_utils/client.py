@@ -107,6 +107,8 @@ class AzureConnection(object):
         self.pacing = ArmThrottlePacingPolicy() if pacing else None
         self._clients = {}
         self._lock = threading.Lock()  # the fleet's and the inventory's threads ask for clients at once
+        # subscription (lower case) -> this connection for it (for_subscription), shared by all of them
+        self._siblings = {(self.subscription_id or "").lower(): self}
 
     def get_token(self):
         """The ARM token, once: a prefetch in flight is waited for (its token is in the credential's cache), so that
@@ -126,12 +128,17 @@ class AzureConnection(object):
         return self.pacing.scheduler if self.pacing else None
 
     def for_subscription(self, subscription_id):
-        """This connection for another subscription: the same credential (one token), endpoints and pacing."""
-        if subscription_id == self.subscription_id:
+        """This connection for another subscription: the same credential (one token), endpoints and pacing. One
+        per subscription, kept (its SDK clients and their HTTP connections are reused, call after call)."""
+        if (subscription_id or "").lower() == (self.subscription_id or "").lower():
             return self
-        other = copy.copy(self)
-        other.subscription_id = subscription_id
-        other._clients = {}
+        with self._lock:
+            other = self._siblings.get(subscription_id.lower())
+            if other is None:
+                other = copy.copy(self)  # shares the credential, the lock, the pacing and this dict
+                other.subscription_id = subscription_id
+                other._clients = {}
+                self._siblings[subscription_id.lower()] = other
         return other
 
     def client(self, name):

@@ -115,6 +115,8 @@ def test_a_connection_for_another_subscription_shares_the_credential(monkeypatch
     other = connection.for_subscription("sub-b")
     assert other.subscription_id == "sub-b" and connection.subscription_id == "sub-a"
     assert other.credential is connection.credential and other.scheduler is connection.scheduler
-    assert connection.for_subscription("sub-a") is connection
+    assert connection.for_subscription("sub-a") is connection and connection.for_subscription("SUB-A") is connection
+    assert connection.for_subscription("sub-b") is other and other.for_subscription("SUB-B") is other  # kept
+    assert other.for_subscription("sub-a") is connection
     assert AzureConnection(dict(auth_source="options", client_id="c", secret="s", tenant="t",
                                 subscription_id="sub-a")).scheduler is None  # single tasks: azure-core's policies
