@@ -53,7 +53,7 @@ def test_handler_that_never_finishes_is_failed_by_arm_at_the_handler_timeout(emu
 def test_identical_write_over_a_timed_out_handler_ends_with_the_timeout(emulator):
     emulator.faults([{"extension": {"vm": "vm-web-02", "name": "cs", "outcome": "timeout"}, "times": 1}])
     client = compute(emulator)
-    client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "cs", CUSTOM_SCRIPT)
+    client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "cs", CUSTOM_SCRIPT, polling=False)
     advance(emulator, 90 * 60 + 60)
     with pytest.raises(HttpResponseError, match="VMExtensionProvisioningTimeout"):
         client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "cs", CUSTOM_SCRIPT).result(

@@ -211,7 +211,9 @@ def test_agent_deallocation_and_hung_handler_are_reported_without_a_write(emulat
     client = compute(emulator)
     ext = client.virtual_machine_extensions.get(RG, "vm-web-01", "customScript")
     ext.force_update_tag = "operator-change"
-    client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-01", "customScript", ext)
+    # polling=False: the handler never finishes, and an SDK poller would go on polling from this test process
+    # into later tests on the same emulator (a stray operation GET in their request logs).
+    client.virtual_machine_extensions.begin_create_or_update(RG, "vm-web-01", "customScript", ext, polling=False)
     reported("transitioning_too_long", "vm-web-01")
     run.wait_polls(2)
     for transition in ("agent_not_ready", "agent_ready", "deallocated", "transitioning_too_long"):

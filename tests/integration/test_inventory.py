@@ -392,7 +392,8 @@ def test_provisioning_failed_while_the_handler_still_transitions_is_failed_and_r
     the handler still reports transitioning: it is failed (azure_ext_failed, azure_ext_<name>_failed), and the
     documented repair targets and repairs it."""
     emulator.faults([{"extension": {"vm": "vm-web-02", "name": "longScript", "outcome": "timeout"}, "times": 1}])
-    compute(emulator).virtual_machine_extensions.begin_create_or_update(RG, "vm-web-02", "longScript", CUSTOM_SCRIPT)
+    compute(emulator).virtual_machine_extensions.begin_create_or_update(  # no poller left running after the test
+        RG, "vm-web-02", "longScript", CUSTOM_SCRIPT, polling=False)
     advance(emulator, 90 * 60 + 60)
     source = write_inventory(tmp_path / "inv")
     data = listed(inventory, source)
