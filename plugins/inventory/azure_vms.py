@@ -264,7 +264,7 @@ def extension_records(resources, instance_view, fingerprint_tags=None):
             # The instance view names the handler "<publisher>.<type>", the type being the last dotted part.
             publisher, dummy, ext_type = view["type"].rpartition(".")
         statuses = view.get("statuses") or []
-        handler = handler_state([{"code": status.get("code")} for status in statuses])
+        handler = handler_state(statuses)
         records[name] = {
             "name": name,
             "publisher": publisher or None,

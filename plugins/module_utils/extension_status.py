@@ -229,6 +229,15 @@ def vm_agent_result(vm_instance_view):
     }
 
 
+def named(items, name):
+    """The item (an extension, its instance view, a resource) whose name is name, or None. Azure's names are
+    case-insensitive."""
+    for item in items or []:
+        if (item.get("name") or "").lower() == name.lower():
+            return item
+    return None
+
+
 def extension_views_by_name(vm_instance_view):
     """Map extension name -> its instance view, from a VM instance view."""
     return dict((view.get("name"), view) for view in (vm_instance_view or {}).get("extensions") or [])

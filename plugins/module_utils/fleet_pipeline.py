@@ -33,8 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import parse_resource_id
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     TERMINAL_STATES,
-    extension_views_by_name,
     handler_state,
+    named,
 )
 
 ASSUMED_PAGE_SIZE = 10
@@ -97,11 +97,8 @@ class FleetDriver(object):
 
 def looks_settled(operation, status_entry):
     """From a statusOnly list entry: does the awaited operation look over (to be confirmed with a GET)?"""
-    views = extension_views_by_name((status_entry.get("properties") or {}).get("instanceView"))
-    view = None
-    for key, value in views.items():
-        if (key or "").lower() == operation.name.lower():
-            view = value
+    view = named(((status_entry.get("properties") or {}).get("instanceView") or {}).get("extensions"),
+                 operation.name)
     if operation.state == "absent":
         return view is None
     return view is not None and handler_state(view.get("statuses")) in TERMINAL_STATES

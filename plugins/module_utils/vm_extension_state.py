@@ -38,6 +38,7 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_stat
     handler_settled,
     handler_state_text,
     instance_view_result,
+    named,
     not_running_reason,
     result_failed,
     status_messages,
@@ -73,10 +74,7 @@ def read_vm(connection, resource_group, vm_name):
 def extension_in(vm, name):
     """The named extension from a VM read (ARM lists a VM's extensions in full), or None; names are
     case-insensitive."""
-    for ext in extensions_from_vm(vm):
-        if (ext.get("name") or "").lower() == name.lower():
-            return ext
-    return None
+    return named(extensions_from_vm(vm), name)
 
 
 def check_vm_running(vm, vm_name):

@@ -190,16 +190,17 @@ class VmssExtension(ExtensionState):
     def read_instances(self):
         """The instances with their instance views. On a Flexible scale set they are VMs (one paged VM List with the
         scale set's filter), each compared with the model's extension as this run last read or wrote it."""
-        with arm_errors("reading the instances of", self.vmss_id):
-            if not self.flexible:
-                return [as_rest(vm) for vm in self.compute.virtual_machine_scale_set_vms.list(
-                    self.group, self.vmss_name, expand="instanceView")]
+        if self.flexible:
             return [flexible_instance(vm, self.name, self.model) for vm in self.read_vms()]
+        with arm_errors("reading the instances of", self.vmss_id):
+            return [as_rest(vm) for vm in self.compute.virtual_machine_scale_set_vms.list(
+                self.group, self.vmss_name, expand="instanceView")]
 
     def read_vms(self):
         """A Flexible scale set's VMs (REST) with their instance views and extensions."""
-        return [as_rest(vm) for vm in self.compute.virtual_machines.list(
-            self.group, filter=FLEXIBLE_FILTER % self.vmss_id, expand="instanceView")]
+        with arm_errors("reading the instances of", self.vmss_id):
+            return [as_rest(vm) for vm in self.compute.virtual_machines.list(
+                self.group, filter=FLEXIBLE_FILTER % self.vmss_id, expand="instanceView")]
 
     # ---- writes ------------------------------------------------------------------------------------------------
     def submit(self, begin, operation="writing", target=None):
@@ -493,8 +494,7 @@ def vmss_extension_info(azure):
         with arm_errors("reading extensions of", run.vmss_id):
             found = [as_rest(ext) for ext in run.compute.virtual_machine_scale_set_extensions.list(
                 run.group, run.vmss_name)]
-    with arm_errors("reading the instances of", run.vmss_id):
-        vms = run.read_vms() if run.flexible else run.read_instances()
+    vms = run.read_vms() if run.flexible else run.read_instances()
     extensions = []
     for ext in found:
         item = ext_result(ext)

@@ -19,6 +19,7 @@ import math
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import matches_definition
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_status import (
     handler_state,
+    named,
     status_messages,
     vm_agent_result,
     vm_states,
@@ -45,10 +46,7 @@ def sort_ids(ids):
 def instance_extension_view(instance, ext_name):
     """The named extension's view from a scale-set instance (REST shape), or None; names are case-insensitive."""
     view = ((instance.get("properties") or {}).get("instanceView") or {})
-    for ext in view.get("extensions") or []:
-        if (ext.get("name") or "").lower() == ext_name.lower():
-            return ext
-    return None
+    return named(view.get("extensions"), ext_name)
 
 
 def flexible_instance(vm, ext_name, model):
@@ -58,13 +56,9 @@ def flexible_instance(vm, ext_name, model):
     says whether its extension ext_name carries the model's definition (model: the scale set's extension, REST, or
     None when the model has none)."""
     props = vm.get("properties") or {}
-    ext = None
-    for resource in vm.get("resources") or []:
-        if (resource.get("name") or "").lower() == ext_name.lower():
-            ext = resource
     return {"instanceId": vm.get("name"), "name": vm.get("name"), "id": vm.get("id"),
             "properties": {"instanceView": props.get("instanceView"),
-                           "latestModelApplied": matches_definition(model, ext)}}
+                           "latestModelApplied": matches_definition(model, named(vm.get("resources"), ext_name))}}
 
 
 def instance_status(instance, ext_name):

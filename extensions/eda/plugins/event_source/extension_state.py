@@ -335,7 +335,7 @@ def extension_observations(instance_view, resources, limit):
         name = view.get("name")
         if not name:
             continue
-        handler = handler_state([{"code": status.get("code")} for status in view.get("statuses") or []])
+        handler = handler_state(view.get("statuses"))
         found[name.lower()] = {
             "name": name, "type": view.get("type") or types.get(name.lower()),
             "handler_version": view.get("typeHandlerVersion"),
