@@ -31,7 +31,8 @@ options:
         that differ from the fingerprint are refused too. It also refuses when Azure would refuse the reapply
         (VM agent not Ready, another extension failed, too many unhealthy scale-set instances)."
       - "Recovery: when the reapply fails, the error names the backup file and gives the task that restores it
-        (O(definition_from_backup)), and the result carries the backup itself in C(rerun.backup) (never a secret).
+        (O(definition_from_backup)), and the result carries the backup itself in C(rerun.backup) (never a secret; its
+        fingerprint masked, so a restore from it cannot check the protected settings and warns).
         When a run stopped between the delete and the reapply, running the same rerun again finds the extension
         absent and its unfinished backup, and restores it - with the same protected settings only: the backup
         keeps their salted fingerprint and a recovery with other ones is refused. In check mode it reports

@@ -45,6 +45,7 @@ from ansible.module_utils.basic import env_fallback
 from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import AzureOperationError
 from ansible_collections.azure_vm.extensions.plugins.module_utils.extension_model import (
     FINGERPRINT_TAG,
+    MASK,
     default_timeout,
     fingerprint,
     fingerprint_matches,
@@ -602,6 +603,12 @@ class ExtensionRerun(object):
                     "" if explicit else "an earlier rerun deleted ", self.name, self.where, backup["path"],
                     backup["protected_settings"]["evidence"]), rerun=self.outcome("refused", reason="protected_settings"))
         saved = backup["protected_settings"].get("fingerprint")
+        if saved == MASK:
+            # A backup as a task returned it (its fingerprint masked in results): nothing to compare with.
+            self.azure.warn("definition_from_backup: this backup's protected-settings fingerprint was masked in the "
+                            "task result it came from, so the protected_settings given cannot be checked against "
+                            "the ones the extension had; the backup file %s keeps it." % backup.get("path"))
+            saved = None
         if supplied is not None and saved and not fingerprint_matches(supplied, saved):
             raise AzureOperationError(
                 "refusing to restore extension %s on %s from %s: the protected_settings given differ from those it "
@@ -666,8 +673,15 @@ class ExtensionRerun(object):
     def backup_data(self):
         """The backup as the task returns it: what definition_from_backup takes, never a secret. Without the
         restore task's text, whose "{{ vault_protected_settings }}" placeholder Ansible would template when the
-        backup comes back as a variable (extra vars from a job's artifacts)."""
-        return dict((key, value) for key, value in (self.backup or {}).items() if key != "restore_task")
+        backup comes back as a variable (extra vars from a job's artifacts). The fingerprint's value is masked, as
+        in every result (it is offline-guessing material): job logs and artifacts never carry it; a restore from
+        this copy cannot prove the protected settings are the same, and says so."""
+        data = dict((key, value) for key, value in (self.backup or {}).items() if key != "restore_task")
+        kept = dict(data.get("protected_settings") or {})
+        if kept.get("fingerprint"):
+            kept["fingerprint"] = MASK
+        data["protected_settings"] = kept
+        return data
 
     def stage(self, stage):
         if not self.backup:

@@ -692,6 +692,10 @@ def test_awx_recovery_from_the_task_result_when_the_backup_file_is_gone(run_play
     backup = result_of(failed)["backup"]
     assert backup["stage"] == "reapply_failed" and backup["definition"]["publisher"] == "Microsoft.Azure.Extensions"
     assert SECRET not in json.dumps(backup) and SECRET not in failed.stdout
+    # Results never carry the salted fingerprint (the file does): masked, like the fingerprint tag in results.
+    assert backup["protected_settings"]["fingerprint"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    saved = json.loads(backups(tmp_path)[0].read_text())["protected_settings"]["fingerprint"]
+    assert saved.startswith("v2$") and saved not in failed.stdout
     for path in backups(tmp_path):
         path.unlink()  # the next job runs in a fresh container
     restore = playbook({"name": "restore", "azure_vm.extensions.vm_extension": {
@@ -699,6 +703,7 @@ def test_awx_recovery_from_the_task_result_when_the_backup_file_is_gone(run_play
         "protected_settings": {"commandToExecute": "echo " + SECRET}, "backup_dir": str(tmp_path / "backups")}})
     first = run_playbook(restore, expect_rc=0)
     assert first.task("restore")["changed"] is True and first.task("restore")["rerun"]["outcome"] == "restored"
+    assert any("fingerprint was masked" in warning for warning in first.task("restore").get("warnings", []))
     assert vm_extension_now(run_playbook, "vm-web-02")["settings"] == {"commandToExecute": "echo restore-me"}
     writes = len(emulator.writes())
     second = run_playbook(restore, expect_rc=0)
