@@ -18,6 +18,8 @@ EXTENSIONS = [
      "protected_settings": {"token": "fleet-protected-token"}},
 ]
 PLAYBOOK = REPO_ROOT / "playbooks" / "fleet.yml"
+FLEET_TASK = "Converge the VM extensions of every host in the batch"
+REPORT_TASK = "Report the result of this host's VM"
 FLEET_SEED = REPO_ROOT / "tests" / "emulator" / "fleet-seed.yml"
 
 
@@ -116,9 +118,19 @@ def test_converge_then_no_change(fleet):
     assert "fleet-protected-token" not in first.stdout
     assert all("fleet-protected-token" not in str(e.get("body")) for e in first.log)
 
+    # One task per host and no more (a task per host costs the controller a worker process each): the batch's
+    # validation and the fleet task run once, on the first host; every other host runs its report only.
+    for host in HOSTS:
+        tasks = [task["task"]["name"] for play in first.results["plays"] for task in play["tasks"]
+                 if host in task["hosts"]]
+        once = ["Validate the role's options once for the batch", FLEET_TASK] if host == HOSTS[0] else []
+        assert tasks == once + [REPORT_TASK], (host, tasks)
+    assert first.task(REPORT_TASK, HOSTS[1])["msg"].startswith("changed: ")
+
     second = fleet()
     assert second.rc == 0, second.stdout[-4000:]
     assert sum(s["changed"] for s in second.stats.values()) == 0
+    assert second.task(REPORT_TASK, HOSTS[1])["msg"] == "all declared extensions are in place"
     assert writes(second.log) == []
     reads = [e for e in arm(second.log) if e["method"] == "GET"]
     assert len(reads) <= len(HOSTS)
@@ -139,7 +151,7 @@ def test_exclusive_removes_undeclared(fleet):
     assert set(vm_extensions(fleet.emulator, "fleet-001")) == {"monitor"}
     assert set(vm_extensions(fleet.emulator, "fleet-002")) == {"monitor", "bootstrap"}
     report = run.task("Report the result of this host's VM", host="fleet-001")
-    assert report["msg"]["removed"] == ["bootstrap"]
+    assert report["removed"] == ["bootstrap"]
 
 
 def test_throttled_budget_completes_without_failures(fleet):
@@ -175,14 +187,13 @@ def test_one_failing_vm_does_not_stop_the_others(fleet):
     run = fleet()
     assert run.rc != 0
     failed = run.task("Report the result of this host's VM", "fleet-002")
-    assert failed["failed"] is True and "agent package download failed" in failed["msg"]["msg"]
+    assert failed["failed"] is True and "agent package download failed" in failed["msg"]
     assert run.stats["fleet-002"]["failures"] == 1
     assert all(run.stats[host]["failures"] == 0 and run.stats[host]["changed"] == 1
                for host in HOSTS if host != "fleet-002")
     assert set(vm_extensions(fleet.emulator, "fleet-003")) == {"monitor", "bootstrap"}
 
 
-FLEET_TASK = "Converge the VM extensions of every host in the batch"
 
 
 def test_one_task_mode_has_no_task_per_host_then_no_change_then_names_a_failed_vm(fleet):
@@ -222,6 +233,29 @@ def test_bad_declaration_names_the_option_before_any_write(fleet):
     result = run.task(FLEET_TASK, "fleet-001")
     assert "state" in result["msg"] and "present, absent" in result["msg"] and "installed" in result["msg"]
     assert writes(run.log) == []
+
+
+def test_bad_play_option_names_the_option_before_any_write(fleet):
+    # playbooks/fleet.yml imports the role without Ansible's per-host validation: the role validates its options
+    # once for the batch, with the same argument spec.
+    run = fleet(extra_vars={"extensions_max_workers": "many"})
+    assert run.rc != 0
+    result = run.task("Validate the role's options once for the batch", HOSTS[0])
+    assert "extensions_max_workers" in result["msg"] and "int" in result["msg"], result["msg"]
+    assert arm(run.log) == []
+
+
+def test_role_listed_under_roles_converges_too(fleet, tmp_path):
+    # `roles: [azure_vm.extensions.extensions]` keeps Ansible's own validation task per host, and works the same.
+    playbook = tmp_path / "roles.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Fleet", "hosts": "fleet", "gather_facts": False,
+                                         "roles": ["azure_vm.extensions.extensions"]}]))
+    first = fleet(hosts={"fleet-001": {}, "fleet-002": {}}, playbook=playbook)
+    assert first.rc == 0, first.stdout[-3000:]
+    assert {host: s["changed"] for host, s in first.stats.items()} == {"fleet-001": 1, "fleet-002": 1}
+    again = fleet(hosts={"fleet-001": {}, "fleet-002": {}}, playbook=playbook)
+    assert again.rc == 0 and sum(s["changed"] for s in again.stats.values()) == 0
+    assert writes(again.log) == []
 
 
 def test_old_option_names_still_work(fleet):
@@ -268,6 +302,6 @@ def test_unchanged_declaration_with_a_transitioning_handler_is_waited_for(fleet,
     run = fleet(hosts={"fleet-001": {"azure_vm_extensions": EXTENSIONS[:1]}}, extra_vars={"extensions_timeout": 5})
     report = run.task("Report the result of this host's VM", "fleet-001")
     assert report["failed"] is True, report
-    assert report["msg"]["msg"].startswith("timed out after 5s (the task's timeout) waiting for extension monitor")
-    assert "handler transitioning" in report["msg"]["msg"] and report["msg"]["changed"] is False
+    assert report["msg"].startswith("timed out after 5s (the task's timeout) waiting for extension monitor")
+    assert "handler transitioning" in report["msg"] and report["changed"] is False
     assert writes(fleet.emulator.requests()[before:]) == []
