@@ -11,8 +11,11 @@ Run time = the Azure phase (first to last ARM request, real seconds) x time_scal
 time outside it, unscaled. The client is told the clock's speed with AZURE_VM_EXTENSIONS_RATE_SCALE (its token
 buckets refill time_scale times faster); polling intervals are simulated seconds / time_scale.
 
-Scenarios: ours converge, ours no-change, ours converge again at half the time scale (the result must not change:
-the machine's CPU is not the bottleneck), then azure.azcollection and ours on a 200-VM part of the same world.
+Scenarios: ours from one task (playbooks/fleet_one_task.yml, a play on localhost) converge and no-change; ours
+through the role over the inventory (playbooks/fleet.yml: `hosts: fleet`, the extensions role, one report task per
+host, ansible's default forks unless --role-forks) converge and no-change; ours converge again at half the time
+scale (the result must not change: the machine's CPU is not the bottleneck), then azure.azcollection and ours on a
+200-VM part of the same world.
 The emulator's seed is generated here (a vm_set of N VMs), never committed. Prints one JSON document; --markdown
 adds the numbers and a plot to docs/benchmarks.md (section "Fleet at Azure's scale").
 """
@@ -173,6 +176,8 @@ def main(argv=None):
                         help="VMs per page of the emulator's list answers (an assumption: Azure does not publish it)")
     parser.add_argument("--poll-sim-s", type=float, default=5.0, help="polling interval, simulated seconds")
     parser.add_argument("--forks", type=int, default=50)
+    parser.add_argument("--role-forks", type=int, default=5, help="forks of the role path (ansible's default: 5)")
+    parser.add_argument("--skip-role", action="store_true", help="no run through the role over the inventory")
     parser.add_argument("--skip-half-scale", action="store_true")
     parser.add_argument("--part-vms", type=int, default=200, help="the part run with azure.azcollection; 0 skips")
     parser.add_argument("--skip-incumbent", action="store_true")
@@ -193,6 +198,7 @@ def main(argv=None):
     inventory = fleet_bench.write_inventory(work / "inventory", n, k, n)
     report = {"parameters": {"vms": n, "extensions": k, "handler_sim_s": t, "time_scale": scale,
                              "page_size": args.page_size, "poll_sim_s": args.poll_sim_s, "forks": args.forks,
+                             "role_forks": args.role_forks,
                              "machine": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()}},
               "floor_s": floor, "runs": {}}
     emu = Emulator.start(str(work / "emulator"), seed=str(work / "seed.yml"), public_cloud=True, timeout=120)
@@ -210,6 +216,12 @@ def main(argv=None):
         if not args.part_only:
             report["runs"]["converge"] = ours(emu, inventory, scale, args.poll_sim_s, "ours converge", args.forks)
             report["runs"]["no_change"] = ours(emu, inventory, scale, args.poll_sim_s, "ours no-change", args.forks)
+        if not args.part_only and not args.skip_role:
+            world(scale)
+            report["runs"]["role_converge"] = ours(emu, inventory, scale, args.poll_sim_s, "ours role converge",
+                                                   args.role_forks, playbook="fleet.yml")
+            report["runs"]["role_no_change"] = ours(emu, inventory, scale, args.poll_sim_s, "ours role no-change",
+                                                    args.role_forks, playbook="fleet.yml")
         if not args.skip_half_scale and not args.part_only:
             world(scale / 2)
             report["runs"]["converge_half_scale"] = ours(emu, inventory, scale / 2, args.poll_sim_s,
@@ -283,6 +295,20 @@ def summarize(report):
         result["no_change_reads_within_n_plus_10"] = unchanged["reads"] <= n + 10
         result["no_change_run_time_s"] = unchanged["run_time_s"]
         result["no_change_writes"] = unchanged["extension_puts"]
+    role, role_unchanged = runs.get("role_converge"), runs.get("role_no_change")
+    if role:
+        result["role_converge_s"] = role["run_time_s"]
+        result["role_ratio_to_floor"] = round(role["run_time_s"] / floor, 3)
+        result["role_ratio_within_1.15"] = result["role_ratio_to_floor"] <= 1.15
+        result["role_ansible_outside_phase_s"] = role["ansible_outside_phase_s"]
+        result["role_outside_within_60s"] = role["ansible_outside_phase_s"] <= 60
+        result["role_throttled_share"] = role["throttled_share"]
+        result["role_hosts_failed"] = role["hosts_failed"]
+        result["role_hosts_changed"] = role["hosts_changed"]
+    if role_unchanged:
+        result["role_no_change_reads"] = role_unchanged["reads"]
+        result["role_no_change_writes"] = role_unchanged["extension_puts"]
+        result["role_no_change_run_time_s"] = role_unchanged["run_time_s"]
     half = runs.get("converge_half_scale")
     if half and converge:
         result["ratio_to_floor_half_scale"] = round(half["run_time_s"] / floor, 3)

@@ -91,12 +91,14 @@ def render(report, path):
                  report["floor_s"]), "",
              "| run | run time (s) | phase real x scale + outside | ARM requests | 429 share | reads / completed "
              "extension | failed hosts |", "|---|---|---|---|---|---|---|"]
-    for key, name in (("converge", "ours, converge"), ("no_change", "ours, no-change"),
+    for key, name in (("converge", "ours, one task, converge"), ("no_change", "ours, one task, no-change"),
+                      ("role_converge", "ours, role over the inventory (forks %s), converge" % p.get("role_forks")),
+                      ("role_no_change", "ours, role over the inventory, no-change"),
                       ("converge_half_scale", "ours, converge at half the time scale"),
                       ("part_ours", "ours, %s-VM part" % report.get("part", {}).get("vms", "")),
                       ("part_incumbent", "azure.azcollection, same part, forks %d, async fan-out" % p["forks"])):
-        if key.startswith("part_") and "part" not in report:
-            continue      # --part-vms 0: no part run at all
+        if (key.startswith("part_") and "part" not in report) or (key.startswith("role_") and key not in runs):
+            continue      # --part-vms 0, --skip-role: not run at all
         lines.append(row(name, runs.get(key)))
     lines += ["", "Results: `%s`" % json.dumps(res, sort_keys=True), "", "![scale benchmark](benchmarks-scale.svg)",
               "", END]

@@ -44,7 +44,9 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("host: %r is not in the fleet result (hosts: %s)"
                                     % (host, ", ".join(sorted(fleet["hosts"])[:5]) + (", ..." if len(
                                         fleet["hosts"]) > 5 else "")))
-        result = dict(outcome)
+        # What happened to this host's VM; the state of its extensions stays in the registered fleet result
+        # (hosts[host].extensions), where it is not copied through a worker and the callbacks once more per host.
+        result = dict((key, value) for key, value in outcome.items() if key != "extensions")
         result["changed"] = bool(outcome.get("changed"))
         result["failed"] = bool(outcome.get("failed"))
         return result

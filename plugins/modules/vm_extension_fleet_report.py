@@ -18,6 +18,8 @@ description:
   - It is the per-host report task of the C(azure_vm.extensions.extensions) role. It runs on the controller only
     (an action plugin; the host is never contacted) and reads the fleet result from the task's variables by name
     (O(fleet_var)), without templating it, so a report costs the same whatever the number of hosts in the result.
+  - The report says what happened to the host's VM. The state of its extensions after the run stays in the fleet
+    result, C(<fleet_var>.hosts[<host>].extensions).
   - Nothing is sent to Azure.
 author:
   - azure_vm.extensions maintainers (@azure-vm)
@@ -38,11 +40,10 @@ attributes:
     description: Reports the fleet task's planned outcome in check mode.
   diff_mode:
     support: none
-  platform:
-    platforms: all
-    description: Runs on the controller only.
+    description: The fleet task shows the differences.
   action:
     support: full
+    description: An action plugin; runs on the controller only.
 notes:
   - An action plugin with no module code; C(ansible-doc) shows this page.
 """
@@ -98,11 +99,6 @@ warnings:
   returned: always
   type: list
   elements: str
-extensions:
-  description: The VM's extensions after the run, as M(azure_vm.extensions.vm_extension_info) returns them.
-  returned: always
-  type: list
-  elements: dict
 error:
   description: The failure's details (error code, handler status and substatus messages).
   returned: when the host failed

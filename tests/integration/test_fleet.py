@@ -194,8 +194,6 @@ def test_one_failing_vm_does_not_stop_the_others(fleet):
     assert set(vm_extensions(fleet.emulator, "fleet-003")) == {"monitor", "bootstrap"}
 
 
-
-
 def test_one_task_mode_has_no_task_per_host_then_no_change_then_names_a_failed_vm(fleet):
     """playbooks/fleet_one_task.yml: a play on localhost with extensions_hosts, so no task runs per inventory host
     (neither the argument validation nor the report); the one task is changed, then not, then fails naming the VM."""

@@ -8,11 +8,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_SIDE = {"waagent_config"}  # runs on the guests, takes no Azure auth
+# Action plugins that read task variables on the controller and send nothing to Azure: a documentation-only module
+# file (ansible-doc's page) and the code in plugins/action/.
+CONTROLLER_ACTIONS = {"vm_extension_fleet_report"}
+NOT_AZURE = GUEST_SIDE | CONTROLLER_ACTIONS
 
 
 def test_action_group_lists_every_azure_module():
     runtime = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())
-    modules = {path.stem for path in (ROOT / "plugins" / "modules").glob("*.py")} - GUEST_SIDE
+    modules = {path.stem for path in (ROOT / "plugins" / "modules").glob("*.py")} - NOT_AZURE
     assert set(runtime["action_groups"]["azure"]) == modules
     # One supported ansible-core range: requirements.txt states it, meta/runtime.yml repeats it exactly.
     core = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("ansible-core")]
@@ -24,8 +28,21 @@ def test_action_group_lists_every_azure_module():
 
 def test_every_azure_module_uses_the_auth_fragment():
     for path in (ROOT / "plugins" / "modules").glob("*.py"):
-        if path.stem not in GUEST_SIDE:
+        if path.stem not in NOT_AZURE:
             assert "azure_vm.extensions.azure" in path.read_text(), path.name
+
+
+def test_controller_actions_are_documentation_and_an_action_plugin():
+    actions = {path.stem for path in (ROOT / "plugins" / "action").glob("*.py")}
+    assert actions == CONTROLLER_ACTIONS
+    for name in CONTROLLER_ACTIONS:
+        text = (ROOT / "plugins" / "modules" / (name + ".py")).read_text()
+        assert not [line for line in text.splitlines() if line.startswith(("def ", "class ", "import ", "from "))
+                    and "__future__" not in line], name
+        action = (ROOT / "plugins" / "action" / (name + ".py")).read_text().splitlines()
+        imports = [line for line in action if line.startswith(("import ", "from "))]
+        # Sends nothing to Azure: no SDK and no module_utils of this collection.
+        assert not [line for line in imports if "azure" in line or "ansible_collections" in line], imports
 
 
 @pytest.mark.parametrize("module", sorted(path.stem for path in (ROOT / "plugins" / "modules").glob("*.py")))
@@ -85,7 +102,7 @@ def test_module_utils_import_only_downwards():
 
 def test_modules_are_a_spec_documentation_and_one_call():
     for path in (ROOT / "plugins" / "modules").glob("*.py"):
-        if path.stem in GUEST_SIDE:
+        if path.stem in NOT_AZURE:
             continue
         imports = module_util_imports(path)
         assert "module" in imports, path.name
