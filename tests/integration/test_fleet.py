@@ -303,3 +303,25 @@ def test_unchanged_declaration_with_a_transitioning_handler_is_waited_for(fleet,
     assert report["msg"].startswith("timed out after 5s (the task's timeout) waiting for extension monitor")
     assert "handler transitioning" in report["msg"] and report["changed"] is False
     assert writes(fleet.emulator.requests()[before:]) == []
+
+
+def test_report_names_what_is_wrong_with_its_input(fleet, tmp_path):
+    # The report reads the registered fleet result by name: a wrong name, or a host the result does not list, is an
+    # error that says so (not an empty or ok report).
+    playbook = tmp_path / "report.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Report", "hosts": "fleet", "gather_facts": False, "tasks": [
+        {"name": "A result that lists fleet-001 only", "ansible.builtin.set_fact": {
+            "fake_fleet": {"changed": True, "hosts": {"fleet-001": {
+                "changed": True, "failed": False, "msg": "changed: monitor installed", "extensions": [{"x": 1}]}}}}},
+        {"name": "Wrong name", "azure_vm.extensions.vm_extension_fleet_report": {"fleet_var": "no_such_var"},
+         "ignore_errors": True, "register": "wrong"},
+        {"name": REPORT_TASK, "azure_vm.extensions.vm_extension_fleet_report": {"fleet_var": "fake_fleet"}}]}]))
+    run = fleet(hosts={"fleet-001": {}, "fleet-002": {}}, playbook=playbook)
+    wrong = run.task("Wrong name", "fleet-001")
+    assert wrong["failed"] and "fleet_var" in wrong["msg"] and "no_such_var" in wrong["msg"], wrong
+    ok = run.task(REPORT_TASK, "fleet-001")
+    assert ok["changed"] is True and ok["msg"] == "changed: monitor installed" and "extensions" not in ok
+    missing = run.task(REPORT_TASK, "fleet-002")
+    assert missing["failed"] and "'fleet-002' is not in the fleet result" in missing["msg"], missing
+    assert run.stats["fleet-002"]["failures"] == 1 and run.stats["fleet-001"]["changed"] == 1
+    assert arm(run.log) == []
