@@ -165,8 +165,15 @@ class AzureConnection(object):
         building SDK models: a status sweep over thousands of VMs then costs a JSON parse per page, where the SDK's
         models took about 70 ms of CPU per page of 50 VMs. query carries the api-version."""
         client = self.client(name)
-        # send_request is public in TypeSpec-generated SDKs; the older generators name it _send_request.
-        send = getattr(client, "send_request", None) or getattr(client, "_send_request")
+        # send_request is public in TypeSpec-generated SDKs; the older generators name it _send_request, and the
+        # multi-API clients (azure-mgmt-compute 27, the lowest supported) have neither: their ARMPipelineClient
+        # (_client) does what send_request does, given the URL made absolute.
+        send = getattr(client, "send_request", None) or getattr(client, "_send_request", None)
+        if send is None:
+            pipeline = client._client  # pylint: disable=protected-access
+
+            def send(request):
+                return pipeline.send_request(HttpRequest(request.method, pipeline.format_url(request.url)))
         url = "%s?%s" % (path, urlencode(query))
         while url:
             response = send(HttpRequest("GET", url))

@@ -9,7 +9,10 @@ The emulator runs in this (the project's) Python; ansible-playbook and the modul
 playbook runs twice: the first run must succeed, the second must report no change and send no ARM write. With
 --azcollection, azure.azcollection's azure_rm_virtualmachineextension_info runs in the same virtualenv too
 (through tests/emulator/public_cloud_proxy.py, as it only knows the public cloud), proving both collections'
-requirements work side by side. Exits non-zero with the reason on any failure.
+requirements work side by side. Then the extensions role (playbooks/fleet.yml over playbooks/inventory/fleet, on
+the emulator's fleet world) converges and runs again with no change and no write: the role's tasks, its report
+action plugin and the fleet's List All sweeps on this virtualenv's ansible-core and SDKs. Exits non-zero with the
+reason on any failure.
 """
 import argparse
 import json
@@ -28,6 +31,7 @@ from harness import base_ansible_env  # noqa: E402
 from emulator_control import Emulator  # noqa: E402
 
 SMOKE = Path(__file__).resolve().parent / "smoke.yml"
+FLEET_SEED = ROOT / "tests" / "emulator" / "fleet-seed.yml"
 AZCOLLECTION_PLAY = """
 - name: azure.azcollection in the same virtualenv
   hosts: localhost
@@ -144,7 +148,38 @@ def main(argv=None):
             if proxy is not None:
                 proxy.terminate()
             emu.stop()
+        outcome = smoke_fleet_role(venv, python, work)
+        if outcome:
+            return outcome
     print("smoke passed", flush=True)
+    return 0
+
+
+def smoke_fleet_role(venv, python, work):
+    """playbooks/fleet.yml twice on the emulator's fleet world: converged with no warning, then nothing to do."""
+    emu = Emulator.start(os.path.join(work, "fleet-emulator"), seed=str(FLEET_SEED), timeout=120)
+    try:
+        emu.settings(handler_duration_s=0.5, delete_duration_s=0.3)
+        env = base_ansible_env()
+        env.update(emu.env)
+        env.update({"ANSIBLE_PYTHON_INTERPRETER": str(python), "ANSIBLE_STDOUT_CALLBACK": "json_results",
+                    "AZURE_POLLING_INTERVAL": "0.2", "PATH": "%s%s%s" % (venv / "bin", os.pathsep, env["PATH"])})
+        playbook = [str(venv / "bin" / "ansible-playbook"), str(ROOT / "playbooks" / "fleet.yml"),
+                    "-i", str(ROOT / "playbooks" / "inventory" / "fleet")]
+        proc, results = run(playbook, env, "extensions role over the fleet, first run")
+        stats = results.get("stats", {})
+        if proc.returncode != 0 or not stats or not all(s.get("changed") for s in stats.values()):
+            return failed(proc, "the extensions role did not converge every host: %s" % stats)
+        if warnings(proc):
+            return failed(proc, "the extensions role printed warnings:\n%s" % "\n".join(warnings(proc)))
+        before = len(emu.writes())
+        proc, results = run(playbook, env, "extensions role over the fleet, second run")
+        changed = sum(s.get("changed", 0) for s in results.get("stats", {}).values())
+        if proc.returncode != 0 or changed or len(emu.writes()) != before:
+            return failed(proc, "the extensions role's second run changed %s host(s) and sent %d write(s)"
+                          % (changed, len(emu.writes()) - before))
+    finally:
+        emu.stop()
     return 0
 
 
