@@ -15,6 +15,8 @@ __metaclass__ = type
 
 import copy
 import importlib
+import importlib.util
+import json
 import threading
 
 try:
@@ -23,6 +25,7 @@ except ImportError:  # Python 2 (ansible-test sanity compiles every file for it)
     from urllib import urlencode  # type: ignore
     from urlparse import urlparse  # type: ignore
 
+from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import as_rest
 from ansible_collections.azure_vm.extensions.plugins.module_utils.auth import (
     DEFAULT_POLLING_INTERVAL,
     USER_AGENT,
@@ -35,9 +38,11 @@ from ansible_collections.azure_vm.extensions.plugins.module_utils.scheduler impo
 
 try:
     from azure.core.pipeline.policies import SansIOHTTPPolicy
+    from azure.core.pipeline.transport import RequestsTransport
     from azure.core.rest import HttpRequest
 except ImportError:  # the module wrapper reports the missing SDK
     SansIOHTTPPolicy = object
+    RequestsTransport = None
     HttpRequest = None
 
 # Each SDK client: where it lives and the pip package that brings it (for a clear "install this" failure).
@@ -46,6 +51,24 @@ SDK_CLIENTS = {
     "features": ("azure.mgmt.resource.features", "FeatureClient", "azure-mgmt-resource-features"),
     "resources": ("azure.mgmt.resource.resources", "ResourceManagementClient", "azure-mgmt-resource"),
 }
+
+
+_STREAMS_JSON = {}
+
+
+def _streams_json(name):
+    """True when the SDK of client `name` is TypeSpec-generated (its models are mappings of the wire JSON, built by
+    _utils/model_base.py): its operations return the body unparsed with stream=True."""
+    if name not in _STREAMS_JSON:
+        package = SDK_CLIENTS[name][0]
+        found = False
+        for helper in ("._utils.model_base", "._model_base"):
+            try:
+                found = found or importlib.util.find_spec(package + helper) is not None
+            except (ImportError, ValueError):
+                pass
+        _STREAMS_JSON[name] = found
+    return _STREAMS_JSON[name]
 
 
 class ArmThrottlePacingPolicy(SansIOHTTPPolicy):
@@ -76,6 +99,8 @@ class ArmThrottlePacingPolicy(SansIOHTTPPolicy):
         body = None
         if http.status_code == 429:
             try:
+                if hasattr(http, "read"):
+                    http.read()  # a response asked for with stream=True (call_json) has not loaded its body yet
                 body = http.text()
             except Exception:  # pylint: disable=broad-except  # a body we cannot read names no bucket
                 body = None
@@ -105,6 +130,7 @@ class AzureConnection(object):
         self._transport = builder.transport_kwargs()
         self._prefetch = prefetch_token(self.credential, self.scope, self.auth_source)
         self.pacing = ArmThrottlePacingPolicy() if pacing else None
+        self.pool_size = None  # HTTPS connections kept per SDK client (None: azure-core's default); set_pool_size
         self._clients = {}
         self._lock = threading.Lock()  # the fleet's and the inventory's threads ask for clients at once
         # subscription (lower case) -> this connection for it (for_subscription), shared by all of them
@@ -141,6 +167,13 @@ class AzureConnection(object):
                 self._siblings[subscription_id.lower()] = other
         return other
 
+    def set_pool_size(self, size):
+        """Keep up to `size` HTTPS connections open per SDK client built from now on (this connection and the ones
+        for_subscription makes later): one per thread that sends requests at once. requests keeps 10 by default, so
+        with more threads every connection beyond the tenth is closed when its response is read, and the next
+        request opens a new one (a TLS handshake: about one request in ten for the fleet's 32 threads)."""
+        self.pool_size = size
+
     def client(self, name):
         """The SDK client `name` (a key of SDK_CLIENTS), built once per connection."""
         with self._lock:
@@ -154,10 +187,32 @@ class AzureConnection(object):
             kwargs = dict(self._transport)
             if self.pacing is not None:
                 kwargs["per_retry_policies"] = [self.pacing]
+            if self.pool_size:
+                kwargs["transport"] = self._pooled_transport()
             self._clients[name] = factory(self.credential, self.subscription_id, base_url=self.arm_endpoint,
                                           credential_scopes=[self.scope], user_agent=USER_AGENT,
                                           polling_interval=self.polling_interval, **kwargs)
         return self._clients[name]
+
+    def _pooled_transport(self):
+        """azure-core's RequestsTransport, with its own session and adapters (retries off, environment proxies
+        honoured: what it builds for a client by itself), whose connection pools keep pool_size connections."""
+        transport = RequestsTransport(**self._transport)
+        transport.open()
+        for adapter in set(transport.session.adapters.values()):
+            adapter.init_poolmanager(self.pool_size, self.pool_size)
+        return transport
+
+    def call_json(self, name, group, operation, *args, **kwargs):
+        """client(name).<group>.<operation>(*args, **kwargs), an operation that answers one resource, as its REST
+        JSON. TypeSpec-generated SDKs hand over the raw body with stream=True and build no model (the model and
+        as_rest() back to JSON cost more CPU than the request itself for a VM read with its instance view); the
+        request, its errors (raised by the SDK as without stream) and the pipeline (credential, retries, pacing) are
+        the SDK's. Older generators take no stream keyword: their model is turned into JSON by as_rest()."""
+        method = getattr(getattr(self.client(name), group), operation)
+        if not _streams_json(name):
+            return as_rest(method(*args, **kwargs))
+        return json.loads(b"".join(method(*args, stream=True, **kwargs)))
 
     def list_pages(self, name, path, query):
         """Each page (a list of REST JSON dicts) of the ARM list at path, nextLink after nextLink, sent through the
