@@ -78,7 +78,7 @@ def test_a_429_on_a_vm_read_holds_the_compute_bucket_it_names(connection, emulat
 
 def test_n_threads_reading_at_once_keep_n_connections(connection, emulator):
     threads = 16   # more than requests' default pool of 10
-    connection.set_pool_size(threads)
+    connection.use_threads(threads)
     names = ["vm-web-01", "vm-web-02", "vm-win-01", "vm-agent-down", "vm-failed-ext"]
     barrier = threading.Barrier(threads)
     errors = []
