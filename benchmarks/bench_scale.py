@@ -76,7 +76,10 @@ def fleet_vms(results):
     return {}
 
 
-def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None, entries=None, vms=None):
+def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None, entries=None, vms=None,
+            cpu=None):
+    """cpu: {"client_cpu_s": user+sys of ansible-playbook and everything it ran, "module_cpu_s": of the module
+    processes alone (None when not measured)}; per completed extension (an extension PUT accepted) as well."""
     entries = emu.requests()[before:] if entries is None else entries
     arm = [e for e in entries if e["path"].startswith(("/subscriptions", "/providers"))]
     phase = (max(e["time"] for e in arm) - min(e["time"] for e in arm)) if arm else 0.0
@@ -101,7 +104,17 @@ def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None,
         "vms_changed": sum(1 for v in (vms or {}).values() if v.get("changed")),
         "timeline": timeline(arm, scale),
     }
+    # Client CPU: CPU-seconds do not depend on time_scale or on the other work on the machine the way wall times
+    # do; per completed extension it is the cost that binds once the simulated clock runs fast.
+    for key, value in (cpu or {}).items():
+        metrics[key] = None if value is None else round(value, 2)
+        per = key.replace("_cpu_s", "_cpu_ms_per_extension")
+        metrics[per] = round(1000.0 * value / len(puts), 2) if puts and value is not None else None
     metrics.update(ansible_extra or {})
+    if cpu:
+        log("  %-34s client cpu %s s (%s ms per completed extension), module processes %s s (%s ms)" % (
+            label, metrics.get("client_cpu_s"), metrics.get("client_cpu_ms_per_extension"),
+            metrics.get("module_cpu_s"), metrics.get("module_cpu_ms_per_extension")))
     log("  %-34s run %7.1f s (phase %6.1f real x %g + %5.1f)  reqs=%-6d reads=%-6d puts=%-5d 429=%d failed=%d"
         " vms failed=%d" % (label, run_time, phase, scale, metrics["ansible_outside_phase_s"], len(arm), len(reads),
                             len(puts), len(throttled), metrics["hosts_failed"], metrics["vms_failed"]))
@@ -111,16 +124,41 @@ def measure(emu, before, proc_wall, scale, rc, stats, label, ansible_extra=None,
 def run(cmd, env, emu, scale, label):
     import subprocess
 
+    import resource
+
     before = len(emu.requests())
+    # The module processes' own CPU: the interpreter that runs them is wrapped in GNU time, which appends
+    # "user sys" per module process to a file (ansible-playbook's children are reaped by it, so RUSAGE_CHILDREN
+    # below counts them too, inside the client's total). An extra var, because implicit localhost takes
+    # ansible_playbook_python over ANSIBLE_PYTHON_INTERPRETER.
+    module_times = None
+    interpreter = env.get("ANSIBLE_PYTHON_INTERPRETER")
+    if interpreter and os.path.exists("/usr/bin/time"):
+        wrap_dir = Path(tempfile.mkdtemp(prefix="bench-cpu-", dir=str(BUILD)))
+        module_times = wrap_dir / "times"
+        wrapper = wrap_dir / "python"
+        wrapper.write_text("#!/bin/sh\nexec /usr/bin/time -a -o %s -f '%%U %%S' %s \"$@\"\n" % (
+            module_times, interpreter))
+        wrapper.chmod(0o755)
+        cmd = list(cmd) + ["-e", json.dumps({"ansible_python_interpreter": str(wrapper)})]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.time() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {"client_cpu_s": (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime),
+           "module_cpu_s": None}
+    if module_times is not None:
+        if module_times.exists():
+            cpu["module_cpu_s"] = sum(float(x) for line in module_times.read_text().splitlines()
+                                      for x in line.split()[:2] if x.replace(".", "", 1).isdigit())
+        shutil.rmtree(module_times.parent, ignore_errors=True)
     try:
         results = json.loads(proc.stdout[proc.stdout.index("{"):])
     except ValueError:
         results = {}
     metrics = measure(emu, before, wall, scale, proc.returncode, results.get("stats", {}), label,
-                      vms=fleet_vms(results))
+                      vms=fleet_vms(results), cpu=cpu)
     if os.environ.get("BENCH_SCALE_DUMP"):
         Path(os.environ["BENCH_SCALE_DUMP"] + "-" + label.replace(" ", "_") + ".json").write_text(
             json.dumps(emu.requests()[before:]))

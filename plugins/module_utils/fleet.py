@@ -302,6 +302,9 @@ class Fleet(FleetDriver):
             target.subscription_id = target.subscription_id or self.connection.subscription_id
         # One token up front, so the worker threads do not all race to fetch their own.
         self.connection.get_token()
+        # The workers and the watcher (its sweeps, module_utils/fleet_pipeline.py) send at once: a kept HTTPS
+        # connection for each.
+        self.connection.use_threads(max(1, self.workers) + 1)
         self.pipeline = Pipeline(self, self.polling_interval, self.workers, progress=self.progress)
         self.pipeline.run()
         return max([target.operations for target in self.targets] or [0])

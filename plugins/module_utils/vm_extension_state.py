@@ -66,7 +66,8 @@ VM_EXTENSION_OPTIONS = dict(
 def read_vm(connection, resource_group, vm_name):
     """The VM with $expand=instanceView: its agent, and every extension with its instance view, in one read."""
     return read_or_absent(
-        lambda: connection.compute.virtual_machines.get(resource_group, vm_name, expand="instanceView"),
+        lambda: connection.call_json("compute", "virtual_machines", "get", resource_group, vm_name,
+                                     expand="instanceView"),
         resource_id(connection.subscription_id, resource_group, "virtualMachines", vm_name),
         missing=lambda exc: not_found_error(exc, connection.subscription_id, resource_group, resource=("vm", vm_name)))
 

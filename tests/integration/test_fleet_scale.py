@@ -3,7 +3,8 @@ running faster than real time; the client is told the clock's speed with AZURE_V
 
 * one VM polled as fast as asked stays within its Compute read budget (Low Cost Get, 36 + 12/min per VM);
 * a fleet whose writes exceed ARM's write bucket converges with at most one 429 per bucket refill, waits with
-  List All statusOnly=true sweeps, and a second run sends no write and about one read per VM;
+  List All statusOnly=true sweeps, keeps its HTTPS connections (one per thread), and a second run sends no write
+  and about one read per VM;
 * four AWX job slices (ansible-runner, one principal) share the budget without herding, and every 429's
   Retry-After is honoured (the retry of a request, same x-ms-client-request-id, comes after it).
 """
@@ -173,6 +174,11 @@ def test_fleet_beyond_the_write_bucket_converges_then_no_change(world, tmp_path)
     # VM at the polling interval would read each VM about 60 times per 15 s handler
     assert len(reads) <= 150 + fleet["waiting"]["single_reads"] + fleet["waiting"]["list_pages"] + 5
     assert fleet["waiting"]["single_reads"] <= 2 * 300
+    # The module's connections are kept: at most one per worker thread (the role's extensions_max_workers, 32) and
+    # one for the watcher's sweeps. requests' default pool of 10 closed a connection whenever more than 10 threads
+    # had one, and the next request paid a new TLS handshake (hundreds of connections for this run).
+    connections = set(e["connection"] for e in log)
+    assert len(connections) <= 32 + 1, len(connections)
 
     proc, results, log = play(world, inv)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -120,3 +120,38 @@ def test_a_connection_for_another_subscription_shares_the_credential(monkeypatch
     assert other.for_subscription("sub-a") is connection
     assert AzureConnection(dict(auth_source="options", client_id="c", secret="s", tenant="t",
                                 subscription_id="sub-a")).scheduler is None  # single tasks: azure-core's policies
+
+
+def test_the_fleets_session_reads_the_environment_once_per_host_and_answers_as_requests(monkeypatch):
+    """SteadyEnvironmentSession: the proxies, no_proxy and CA bundle requests would use, read once per host."""
+    import requests
+
+    from ansible_collections.azure_vm.extensions.plugins.module_utils.client import SteadyEnvironmentSession
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "management.usgovcloudapi.net,.internal.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/private-ca.pem")
+    reads = []
+    original = requests.sessions.get_environ_proxies
+
+    def counted(url, no_proxy=None):
+        reads.append(url)
+        return original(url, no_proxy=no_proxy)
+
+    urls = ["https://management.azure.com/subscriptions/s/a?api-version=1",
+            "https://management.azure.com/subscriptions/s/b?api-version=1",
+            "https://management.usgovcloudapi.net/subscriptions/s/a",
+            "https://arm.internal.example/subscriptions/s/a"]
+    expected = [requests.Session().merge_environment_settings(url, {}, None, verify, None)
+                for url in urls for verify in (True, "/tmp/ca.pem")]
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counted)
+    session = SteadyEnvironmentSession()
+    for dummy in range(3):
+        got = [session.merge_environment_settings(url, {}, None, verify, None)
+               for url in urls for verify in (True, "/tmp/ca.pem")]
+        assert got == expected
+    assert expected[0]["proxies"]["https"] == "http://proxy.example:3128"
+    assert expected[0]["verify"] == "/etc/ssl/private-ca.pem" and expected[1]["verify"] == "/tmp/ca.pem"
+    assert "https" not in expected[4]["proxies"] and "https" not in expected[6]["proxies"]  # NO_PROXY
+    # once per host and verify setting, where requests reads the environment at every request
+    assert len(reads) == 3 * 2

@@ -312,6 +312,9 @@ class Handler(BaseHTTPRequestHandler):
             "duration_ms": round((time.time() - started) * 1000, 3),
             "client_request_id": self.headers.get("x-ms-client-request-id"),
             "user_agent": self.headers.get("User-Agent"), "body": logged_body,
+            # The client's end of the TCP connection (host:port): requests on one kept-alive connection share it,
+            # so tests can count the connections (TLS handshakes) a client opened.
+            "connection": "%s:%s" % tuple(self.client_address[:2]),
         }
         if status == 429:
             # What refused it: a throttling bucket ("ARM/subscription-reads", "Microsoft.Compute/UpdateVMResource",
