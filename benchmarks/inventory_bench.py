@@ -177,14 +177,16 @@ def subscriptions_at_once(requests):
     return peak
 
 
-def run_inventory(emu, source, env, expected_hosts, keep=None):
+def run_inventory(emu, source, env, expected_hosts, keep=None, breakdown=None, extra=()):
     start_log = len(emu.requests())
     load = os.getloadavg()[0]
     emulator_cpu = process_cpu(emu.process.pid)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    proc = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", source, "--list"], env=env,
-                          capture_output=True, text=True, check=False)
+    cmd = [str(VENV_BIN / "ansible-inventory"), "-i", source, "--list"] + list(extra)
+    if breakdown is not None:  # the same run, with its CPU split between the plugin and ansible-core
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "inventory_cpu.py"), str(breakdown)] + cmd
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     emulator_after = process_cpu(emu.process.pid)
@@ -198,7 +200,7 @@ def run_inventory(emu, source, env, expected_hosts, keep=None):
         keep.append(listed)
     requests = emu.requests()[start_log:]
     arm = [r for r in requests if r["path"].startswith("/subscriptions")]
-    return {"wall_s": round(wall, 2),
+    row = {"wall_s": round(wall, 2),
             "cpu_s": round(after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime, 2),
             "emulator_cpu_s": round(emulator_after - emulator_cpu, 2) if emulator_cpu is not None else None,
             "load_before": round(load, 2), "hosts": hosts, "arm_requests": len(arm),
@@ -206,6 +208,30 @@ def run_inventory(emu, source, env, expected_hosts, keep=None):
             "subscriptions_at_once": subscriptions_at_once(arm) if arm else 0,
             "other_requests": len(requests) - len(arm),
             "writes": sum(1 for r in arm if r["method"] != "GET")}
+    if breakdown is not None:
+        row["cpu_breakdown"] = cpu_breakdown(json.loads(Path(breakdown).read_text()), expected_hosts)
+    return row
+
+
+def cpu_breakdown(raw, hosts):
+    """inventory_cpu.py's sums as seconds: the plugin's own (its parse less ansible-core's calls in it), each of
+    ansible-core's parts, and the plugin's own per VM in microseconds."""
+    ansible_in_parse = sum(raw.get(key, 0.0) for key in (
+        "Ansible: set_variable (trust and origin tagging)", "Ansible: add_host, add_child, add_group",
+        "Ansible: cache read"))
+    parse = raw.get("plugin parse", 0.0)
+    own = parse - ansible_in_parse
+    parts = {"process": raw["process CPU"], "plugin parse": parse, "plugin own": own,
+             "plugin lists and records": raw.get("plugin: lists (threads; JSON pages) and host records", 0.0)}
+    for key, value in raw.items():
+        if key.startswith("Ansible:"):
+            parts[key[len("Ansible: "):]] = value
+    parts["start-up and the rest"] = raw["process CPU"] - parse - sum(
+        raw.get(key, 0.0) for key in ("Ansible: cache write", "Ansible: host variables of every host (--list)",
+                                      "Ansible: JSON output (--list)"))
+    result = dict((key, round(value, 2)) for key, value in parts.items())
+    result["plugin own per VM (us)"] = round(own / max(hosts, 1) * 1e6)
+    return result
 
 
 def bench(emu, work, args, page_size, subscriptions, env):
@@ -223,6 +249,13 @@ def bench(emu, work, args, page_size, subscriptions, env):
                      **run_inventory(emu, default, env, total, keep=kept)))
     log("page size %d: warm" % page_size)
     rows.append(dict(run="warm cache, default", **run_inventory(emu, default, env, total)))
+    if args.breakdown:
+        # Once more each, with the CPU split (a few wrapped functions; the runs above are the timed ones).
+        log("page size %d: cold and warm again, CPU breakdown" % page_size)
+        rows.append(dict(run="cold, default, CPU breakdown", **run_inventory(
+            emu, default, env, total, breakdown=work / "cold.cpu.json", extra=["--flush-cache"])))
+        rows.append(dict(run="warm cache, default, CPU breakdown", **run_inventory(
+            emu, default, env, total, breakdown=work / "warm.cpu.json")))
     log("page size %d: cold, list_model: false" % page_size)
     rows.append(dict(run="cold, list_model: false (statusOnly list only)",
                      **run_inventory(emu, status_only, env, total)))
@@ -273,6 +306,8 @@ def markdown(result):
              "once | other requests | target |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in result["rows"]:
+        if "cpu_breakdown" in row:
+            continue
         if row["run"].startswith("cold, default"):
             met = row["wall_s"] <= TARGET_COLD_S and row["arm_requests"] <= row["target_requests"]
             target = "<= %d s, <= %d requests: %s" % (TARGET_COLD_S, row["target_requests"], verdict(met))
@@ -300,7 +335,43 @@ def markdown(result):
               "parser) with exactly the hosts, host variables and groups the cold run listed (checked: the same "
               "output), in the same session, for comparison.",
               ""]
+    split = [row for row in result["rows"] if "cpu_breakdown" in row]
+    if split:
+        lines += breakdown_markdown(split)
     return "\n".join(lines)
+
+
+BREAKDOWN_ROWS = [
+    ("process", "the whole `ansible-inventory --list` process"),
+    ("plugin own", "**the plugin's own** (its parse less ansible-core's calls in it: lists, JSON pages, host "
+                   "records, host names, groups, cache document)"),
+    ("plugin lists and records", "- of which the lists (threads: requests, JSON pages) and host records"),
+    ("set_variable (trust and origin tagging)", "ansible-core: `set_variable` (2.19 tags every value with its "
+                                                "trust and origin)"),
+    ("add_host, add_child, add_group", "ansible-core: `add_host`, `add_child`, `add_group`"),
+    ("cache read", "ansible-core: cache read"),
+    ("cache write", "ansible-core: cache write"),
+    ("host variables of every host (--list)", "ansible-core: every host's variables for `--list`"),
+    ("JSON output (--list)", "ansible-core: the JSON output of `--list`"),
+    ("start-up and the rest", "start-up (imports, configuration) and the rest"),
+]
+
+
+def breakdown_markdown(rows):
+    cold = next(row for row in rows if row["run"].startswith("cold"))["cpu_breakdown"]
+    warm = next(row for row in rows if row["run"].startswith("warm"))["cpu_breakdown"]
+    lines = ["Where the CPU goes (`--breakdown`: one more cold and one more warm run through "
+             "`benchmarks/inventory_cpu.py`, which adds up the CPU time of the plugin's parse and of ansible-core's "
+             "functions named below; CPU time, so the machine's load hardly changes it):", "",
+             "| CPU seconds | cold | warm |", "|---|---:|---:|"]
+    for key, label in BREAKDOWN_ROWS:
+        if key in cold or key in warm:
+            lines.append("| %s | %s | %s |" % (label, "%.2f" % cold[key] if key in cold else "-",
+                                                 "%.2f" % warm[key] if key in warm else "-"))
+    lines.append("| the plugin's own per VM | %d us | %d us |" % (cold["plugin own per VM (us)"],
+                                                                   warm["plugin own per VM (us)"]))
+    lines.append("")
+    return lines
 
 
 def write_markdown(path, text):
@@ -315,6 +386,9 @@ def main():
     parser.add_argument("--subscriptions", type=int, default=5)
     parser.add_argument("--page-size", type=int, action="append", dest="page_sizes")
     parser.add_argument("--markdown", help="write the results under '%s' in this file" % HEADING)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also run cold and warm once more with their CPU split between the plugin and "
+                             "ansible-core (benchmarks/inventory_cpu.py)")
     args = parser.parse_args()
     page_sizes = args.page_sizes or [100]
     machine = {"cpus": os.cpu_count(), "load_at_start": [round(value, 2) for value in os.getloadavg()],

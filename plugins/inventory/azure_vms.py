@@ -30,7 +30,8 @@ description:
     read, and the handler alone decides."
   - "Requests, per subscription: the VM list with run-time status (C(statusOnly=true)) and the VM list (the model:
     OS type, tags, extension publishers, auto-upgrade flags, provisioning states), each one request per page,
-    read in parallel: 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
+    read in parallel, those of every subscription at once (each subscription paced within its own throttling
+    budget): 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
     O(include_vmss_instances), one paged list of the scale sets plus, per scale set, one paged list of its
     instances (Uniform, with their instance views; Flexible, the VM List with the scale set's filter, which only
     names its VMs: their status is in the statusOnly list already). Filters are applied to what the lists return, so they do not change

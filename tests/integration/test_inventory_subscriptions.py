@@ -236,3 +236,19 @@ def test_subscriptions_are_listed_at_once_each_within_its_own_budget(inventory, 
     b_times = [r["time"] for r in requests_in(emulator, B)]
     assert min(b_times) < max(a_times), "B was read only after A"
     assert emulator.writes() == []
+
+
+def test_a_subscription_whose_list_is_refused_fails_the_inventory_naming_it(inventory, emulator, tmp_path):
+    """Read at once, a refusal in the second subscription still fails the source with ARM's code and message and
+    the subscription it came from (and the other subscription's hosts are not shown as if complete)."""
+    source = write_inventory(tmp_path / "inv", {"subscriptions": [A, B]})
+    message = f"The client does not have authorization to perform action over scope '/subscriptions/{B}'."
+    emulator.faults([{"match": {"method": "GET", "path": f"^/subscriptions/{B}/providers/Microsoft.Compute/"
+                                                        "virtualMachines$"},
+                      "respond": {"status": 403, "body": {"error": {"code": "AuthorizationFailed",
+                                                                    "message": message}}}}])
+    proc = inventory(source, "--list", expect_rc=None)
+    assert proc.returncode != 0
+    text = " ".join(proc.stderr.split())
+    assert f"of subscription {B} failed: AuthorizationFailed: {message} (HTTP 403" in text, text[-3000:]
+    assert emulator.writes() == []
