@@ -201,13 +201,13 @@ def run_inventory(emu, source, env, expected_hosts, keep=None, breakdown=None, e
     requests = emu.requests()[start_log:]
     arm = [r for r in requests if r["path"].startswith("/subscriptions")]
     row = {"wall_s": round(wall, 2),
-            "cpu_s": round(after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime, 2),
-            "emulator_cpu_s": round(emulator_after - emulator_cpu, 2) if emulator_cpu is not None else None,
-            "load_before": round(load, 2), "hosts": hosts, "arm_requests": len(arm),
-            "throttled_429": sum(1 for r in arm if r["status"] == 429),
-            "subscriptions_at_once": subscriptions_at_once(arm) if arm else 0,
-            "other_requests": len(requests) - len(arm),
-            "writes": sum(1 for r in arm if r["method"] != "GET")}
+           "cpu_s": round(after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime, 2),
+           "emulator_cpu_s": round(emulator_after - emulator_cpu, 2) if emulator_cpu is not None else None,
+           "load_before": round(load, 2), "hosts": hosts, "arm_requests": len(arm),
+           "throttled_429": sum(1 for r in arm if r["status"] == 429),
+           "subscriptions_at_once": subscriptions_at_once(arm) if arm else 0,
+           "other_requests": len(requests) - len(arm),
+           "writes": sum(1 for r in arm if r["method"] != "GET")}
     if breakdown is not None:
         row["cpu_breakdown"] = cpu_breakdown(json.loads(Path(breakdown).read_text()), expected_hosts)
     return row
@@ -366,10 +366,10 @@ def breakdown_markdown(rows):
              "| CPU seconds | cold | warm |", "|---|---:|---:|"]
     for key, label in BREAKDOWN_ROWS:
         if key in cold or key in warm:
-            lines.append("| %s | %s | %s |" % (label, "%.2f" % cold[key] if key in cold else "-",
-                                                 "%.2f" % warm[key] if key in warm else "-"))
-    lines.append("| the plugin's own per VM | %d us | %d us |" % (cold["plugin own per VM (us)"],
-                                                                   warm["plugin own per VM (us)"]))
+            cells = ["%.2f" % part[key] if key in part else "-" for part in (cold, warm)]
+            lines.append("| %s | %s | %s |" % (label, cells[0], cells[1]))
+    lines.append("| the plugin's own per VM | %d us | %d us |" % (
+        cold["plugin own per VM (us)"], warm["plugin own per VM (us)"]))
     lines.append("")
     return lines
 

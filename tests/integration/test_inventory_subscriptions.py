@@ -214,8 +214,8 @@ def test_subscriptions_are_listed_at_once_each_within_its_own_budget(inventory, 
     whole = listed(inventory, source)  # one page per list
     emulator.reset()
     emulator.settings(page_size=1)  # A: 2 pages per list, B: 3
-    emulator.faults([{"match": {"method": "GET", "path": f"^/subscriptions/{A}/providers/Microsoft.Compute/"
-                                                        "virtualMachines$"},
+    lists = f"^/subscriptions/{A}/providers/Microsoft.Compute/virtualMachines$"
+    emulator.faults([{"match": {"method": "GET", "path": lists},
                       "respond": {"status": 429, "headers": {"Retry-After": "3"}, "body": {"error": {
                           "code": "SubscriptionRequestsThrottled",
                           "message": f"Number of 'read' requests for subscription '{A}' actor 'bench' exceeded. "
@@ -243,8 +243,8 @@ def test_a_subscription_whose_list_is_refused_fails_the_inventory_naming_it(inve
     the subscription it came from (and the other subscription's hosts are not shown as if complete)."""
     source = write_inventory(tmp_path / "inv", {"subscriptions": [A, B]})
     message = f"The client does not have authorization to perform action over scope '/subscriptions/{B}'."
-    emulator.faults([{"match": {"method": "GET", "path": f"^/subscriptions/{B}/providers/Microsoft.Compute/"
-                                                        "virtualMachines$"},
+    lists = f"^/subscriptions/{B}/providers/Microsoft.Compute/virtualMachines$"
+    emulator.faults([{"match": {"method": "GET", "path": lists},
                       "respond": {"status": 403, "body": {"error": {"code": "AuthorizationFailed",
                                                                     "message": message}}}}])
     proc = inventory(source, "--list", expect_rc=None)
