@@ -206,6 +206,9 @@ def run_inventory(emu, source, env, expected_hosts, keep=None, breakdown=None, e
            "load_before": round(load, 2), "hosts": hosts, "arm_requests": len(arm),
            "throttled_429": sum(1 for r in arm if r["status"] == 429),
            "subscriptions_at_once": subscriptions_at_once(arm) if arm else 0,
+           # first list request sent to last page answered: the lists' share of the wall time
+           "lists_wall_s": round(max(r["time"] + r.get("duration_ms", 0) / 1000.0 for r in arm)
+                                 - min(r["time"] for r in arm), 2) if arm else 0.0,
            "other_requests": len(requests) - len(arm),
            "writes": sum(1 for r in arm if r["method"] != "GET")}
     if breakdown is not None:
@@ -303,22 +306,24 @@ def markdown(result):
                  machine["cpus"], machine["load_at_start"][0], machine["load_at_start"][1],
                  machine["load_at_start"][2], "; ".join("`%s`" % p for p in machine["busiest_at_start"])), "",
              "| page size | run | wall s | CPU s (emulator) | load before | ARM requests | 429s | subscriptions at "
-             "once | other requests | target |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "once | lists s | other requests | target |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in result["rows"]:
         if "cpu_breakdown" in row:
             continue
         if row["run"].startswith("cold, default"):
-            met = row["wall_s"] <= TARGET_COLD_S and row["arm_requests"] <= row["target_requests"]
-            target = "<= %d s, <= %d requests: %s" % (TARGET_COLD_S, row["target_requests"], verdict(met))
+            target = "<= %d requests: %s; <= %d s: %s" % (
+                row["target_requests"], verdict(row["arm_requests"] <= row["target_requests"]), TARGET_COLD_S,
+                verdict(row["wall_s"] <= TARGET_COLD_S))
         elif row["run"].startswith("warm"):
             target = "<= %d s: %s" % (TARGET_WARM_S, verdict(row["wall_s"] <= TARGET_WARM_S))
         else:
             target = ""
-        lines.append("| %d | %s | %.2f | %.2f (%s) | %.2f | %d | %d | %d | %d | %s |" % (
+        lines.append("| %d | %s | %.2f | %.2f (%s) | %.2f | %d | %d | %d | %.2f | %d | %s |" % (
             row["page_size"], row["run"], row["wall_s"], row["cpu_s"],
             "-" if row["emulator_cpu_s"] is None else "%.2f" % row["emulator_cpu_s"], row["load_before"],
-            row["arm_requests"], row["throttled_429"], row["subscriptions_at_once"], row["other_requests"], target))
+            row["arm_requests"], row["throttled_429"], row["subscriptions_at_once"], row.get("lists_wall_s", 0.0),
+            row["other_requests"], target))
     lines += ["",
               "* ARM requests are list pages only: cold, default options cost per subscription 2 x ceil(its VMs / "
               "page size) (the statusOnly list with the run-time status, and the model list with OS type, tags, "
@@ -334,6 +339,14 @@ def markdown(result):
               "* Static: `ansible-inventory --list` over a YAML file (the `yaml` inventory plugin, libyaml's "
               "parser) with exactly the hosts, host variables and groups the cold run listed (checked: the same "
               "output), in the same session, for comparison.",
+              "* Lists s: from the first list request sent to the last page answered (request log); subscriptions at "
+              "once: how many subscriptions' lists overlapped in time.",
+              "* Wall times depend on the load: the machine is shared (load average above), and the runs are "
+              "single-threaded ansible-core beside the emulator. Before issue 29 this section showed 170-208 s "
+              "cold and 55-63 s warm for 2,005 VMs in one subscription without saying what else ran; on a quiet "
+              "machine the same world took 4.7 s cold and 2.2 s warm (issue 29), and that emulator built the body "
+              "of every VM of the subscription for every page it served. Both are gone: the load is recorded and "
+              "the emulator builds only a page's bodies.",
               ""]
     split = [row for row in result["rows"] if "cpu_breakdown" in row]
     if split:
@@ -370,7 +383,17 @@ def breakdown_markdown(rows):
             lines.append("| %s | %s | %s |" % (label, cells[0], cells[1]))
     lines.append("| the plugin's own per VM | %d us | %d us |" % (
         cold["plugin own per VM (us)"], warm["plugin own per VM (us)"]))
-    lines.append("")
+    core = dict((name, sum(part.get(key, 0.0) for key, dummy in BREAKDOWN_ROWS[3:9])) for name, part in
+                (("cold", cold), ("warm", warm)))
+    lines += ["",
+              "* ansible-core's own parts add up to %.1f s of CPU warm (%.0f%% of the process) and %.1f s cold; "
+              "the plugin's own is %.2f s warm (reading the cache document, host names, group names) and %.2f s "
+              "cold, most of it the lists' threads (requests, TLS, JSON pages) and the host records. ansible-core "
+              "runs on one CPU, so a warm `--list` of this many hosts cannot take less than its own part whatever the "
+              "source: the static file, with no plugin at all, costs far more." % (
+                  core["warm"], 100.0 * core["warm"] / max(warm["process"], 1e-9), core["cold"], warm["plugin own"],
+                  cold["plugin own"]),
+              ""]
     return lines
 
 
