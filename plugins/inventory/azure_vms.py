@@ -30,7 +30,8 @@ description:
     read, and the handler alone decides."
   - "Requests, per subscription: the VM list with run-time status (C(statusOnly=true)) and the VM list (the model:
     OS type, tags, extension publishers, auto-upgrade flags, provisioning states), each one request per page,
-    read in parallel: 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
+    read in parallel, those of every subscription at once (each subscription paced within its own throttling
+    budget): 2 x ceil(N / page size) for N VMs (ceil(N / page size) with O(list_model=false)). With
     O(include_vmss_instances), one paged list of the scale sets plus, per scale set, one paged list of its
     instances (Uniform, with their instance views; Flexible, the VM List with the scale set's filter, which only
     names its VMs: their status is in the statusOnly list already). Filters are applied to what the lists return, so they do not change
@@ -199,7 +200,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 
-from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import as_rest, parse_resource_id
+from ansible_collections.azure_vm.extensions.plugins.module_utils.arm import parse_resource_id
 from ansible_collections.azure_vm.extensions.plugins.module_utils.auth import AZURE_AUTH_ARGSPEC, validate_auth_options
 from ansible_collections.azure_vm.extensions.plugins.module_utils.client import AzureConnection
 from ansible_collections.azure_vm.extensions.plugins.module_utils.errors import (
@@ -230,6 +231,12 @@ display = Display()
 RESOURCE_GROUP_PATTERN = re.compile(r"^[-\w\._\(\)]{0,89}[-\w_\(\)]$", re.UNICODE)
 SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 LOCATION_PATTERN = re.compile(r"^[A-Za-z0-9 ]+$")
+# The lists' api-version (Compute's REST API, sent whichever SDK generation is installed): a published version with
+# statusOnly on the VM List All, the VM List's virtualMachineScaleSet filter and the scale-set VM List's
+# instanceView expansion (Microsoft.Compute 2024-07-01; the fleet's status sweep uses it too).
+COMPUTE_API_VERSION = "2024-07-01"
+# Threads for the lists: one per list at once (2 or 3 per subscription), never more than this.
+MAX_THREADS = 32
 
 
 def _lower(value):
@@ -393,6 +400,38 @@ def host_names(records, mode):
     return names, report
 
 
+def plugin_groups(record):
+    """The names (without the prefix) of the groups this plugin puts a host in, in the order it adds them."""
+    names = []
+    if record.get("azure_vm_name"):
+        names.append("vms")  # a Flexible scale set's instance is a VM too
+    if record.get("azure_vmss_name"):
+        names += ["vmss_instances", "vmss_" + record["azure_vmss_name"]]
+    if record["azure_failed_extensions"]:
+        names.append("ext_failed")
+    for name, ext in record["azure_extensions"].items():
+        names += ["ext_" + name, "ext_%s_%s" % (name, ext["state"])]
+        if ext["state"] == "transitioning":
+            names.append("ext_transitioning")
+    if not record["azure_vm_agent"]["ready"]:
+        names.append("agent_not_ready")
+    names.append("power_" + record["azure_power_state"])
+    if record["azure_location"]:
+        names.append("location_" + record["azure_location"].replace(" ", ""))
+    return names
+
+
+def cached_records(value):
+    """The records a cache holds: one JSON document (what parse stores), or, from a cache filled by an earlier
+    version of this plugin, the records themselves."""
+    if isinstance(value, (str, bytes)):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise KeyError("unreadable cache entry")  # read afresh, as for a missing entry
+    return value
+
+
 def strict_option_spec(definitions, config):
     """An argument spec for the options given in config whose values are a fixed set (booleans and choices).
     ansible-core's configuration turns any string it does not know as a boolean into false ('ture' -> false);
@@ -511,22 +550,34 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             connections.append(connection.for_subscription(subscription))
         return connections
 
-    def _list(self, connection, what, call):
+    def _list(self, connection, what, path, query=None):
+        """Every item of an ARM list, page after page, as REST JSON (no SDK models: building and serializing them
+        back cost about 70 ms of CPU per page of 50 VMs, the bulk of a cold read of thousands)."""
+        params = {"api-version": COMPUTE_API_VERSION}
+        params.update(query or {})
         try:
-            return [as_rest(item) for item in call()]
+            items = []
+            for page in connection.list_pages("compute", path, params):
+                items.extend(page)
+            return items
         except AzureError as exc:
             raise AnsibleParserError("%s: %s" % (self.NAME, describe_azure_error(
                 exc, "listing the %s of subscription" % what, connection.subscription_id)))
 
-    def _read_subscription(self, connection, pool):
-        """Every host record of one subscription: the lists run in parallel, page by page."""
-        compute = connection.compute
-        status = pool.submit(self._list, connection, "VMs (statusOnly)",
-                             lambda: compute.virtual_machines.list_all(status_only="true"))
-        model = pool.submit(self._list, connection, "VMs", compute.virtual_machines.list_all) \
+    def _start_subscription(self, connection, pool):
+        """Submit one subscription's lists (each read page by page in its own thread); returns their futures."""
+        base = "/subscriptions/%s/providers/Microsoft.Compute" % connection.subscription_id
+        status = pool.submit(self._list, connection, "VMs (statusOnly)", base + "/virtualMachines",
+                             {"statusOnly": "true"})
+        model = pool.submit(self._list, connection, "VMs", base + "/virtualMachines") \
             if self.get_option("list_model") else None
-        scale_sets = pool.submit(self._list, connection, "scale sets", compute.virtual_machine_scale_sets.list_all) \
+        scale_sets = pool.submit(self._list, connection, "scale sets", base + "/virtualMachineScaleSets") \
             if self.get_option("include_vmss_instances") else None
+        return connection, status, model, scale_sets
+
+    def _read_subscription(self, started, pool):
+        """Every host record of one subscription, from its lists started by _start_subscription."""
+        connection, status, model, scale_sets = started
         sub = connection.subscription_id
         models = dict((_lower(vm.get("id")), vm) for vm in model.result()) if model else {}
         records = []
@@ -537,7 +588,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if scale_sets:
             wanted = [ss for ss in scale_sets.result() if self._wanted_scale_set(ss)]
             instance_lists = [(ss, pool.submit(self._list, connection, "instances of scale set %s" % ss.get("name"),
-                                               self._instances_call(compute, ss))) for ss in wanted]
+                                               *self._instances_list(ss))) for ss in wanted]
             by_id = dict((_lower(record["azure_id"]), record) for record in records)
             for ss, instances in instance_lists:
                 for instance in instances.result():
@@ -551,14 +602,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return records
 
     @staticmethod
-    def _instances_call(compute, scale_set):
-        """Uniform: the scale set's instances with their instance views. Flexible: its VMs, named by the VM List's
-        scale-set filter (their status comes from the statusOnly list already read)."""
-        group = parse_resource_id(scale_set.get("id")).get("resourcegroups")
+    def _instances_list(scale_set):
+        """(path, query) of a scale set's instances. Uniform: the scale set's instances with their instance views.
+        Flexible: its VMs, named by the VM List's scale-set filter (their status comes from the statusOnly list
+        already read)."""
+        ids = parse_resource_id(scale_set.get("id"))
+        group = "/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute" % (
+            ids.get("subscriptions"), ids.get("resourcegroups"))
         if is_flexible(scale_set):
-            return lambda: compute.virtual_machines.list(
-                group, filter="'virtualMachineScaleSet/id' eq '%s'" % scale_set.get("id"))
-        return lambda: compute.virtual_machine_scale_set_vms.list(group, scale_set.get("name"), expand="instanceView")
+            return group + "/virtualMachines", {"$filter": "'virtualMachineScaleSet/id' eq '%s'" % scale_set.get("id")}
+        return "%s/virtualMachineScaleSets/%s/virtualMachines" % (group, scale_set.get("name")), {
+            "$expand": "instanceView"}
 
     def _wanted_scale_set(self, scale_set):
         """Scale sets that pass the filters."""
@@ -580,21 +634,22 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return True
 
     def _fetch(self):
+        """Every subscription's lists at once, each subscription within its own budget: the connections share one
+        throttling scheduler, whose buckets are per subscription (ARM reads, Compute's High Cost Get)."""
         connections = self._connections()
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        lists = 1 + bool(self.get_option("list_model")) + bool(self.get_option("include_vmss_instances"))
+        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, max(8, lists * len(connections)))) as pool:
+            started = [self._start_subscription(connection, pool) for connection in connections]
             records = []
-            for connection in connections:
-                records.extend(self._read_subscription(connection, pool))
+            for subscription in started:
+                records.extend(self._read_subscription(subscription, pool))
         return [record for record in records if self._wanted(record)]
 
     # ---- populating ------------------------------------------------------------------------------------------
-    def _group(self, name, host):
-        group = self.inventory.add_group(to_safe_group_name(
-            (self.get_option("group_prefix") + name).lower(), force=True, silent=True))
-        self.inventory.add_child(group, host)
-
     def _populate(self, records):
         strict = self.get_option("strict")
+        compose, groups, keyed_groups = (self.get_option(option) for option in ("compose", "groups", "keyed_groups"))
+        prefix = self.get_option("group_prefix")
         records = sorted(records, key=lambda item: _lower(item["azure_id"]))
         mode = self.get_option("hostnames")
         names, renamed = host_names(records, mode)
@@ -603,32 +658,29 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                             "(hostnames: %s; resource group, then subscription): %s" % (
                                 self.NAME, len(members), shared, mode,
                                 ", ".join("%s -> %s" % member for member in members)))
+        # Each group's name made safe and the group added once, not once per member (10,000 hosts are in 50,000
+        # memberships); inventory is Ansible's proxy, its attributes looked up once.
+        added = {}
+        add_group, add_child, add_host = self.inventory.add_group, self.inventory.add_child, self.inventory.add_host
+        set_variable = self.inventory.set_variable
+
+        def group(name):
+            safe = added.get(name)
+            if safe is None:
+                safe = added[name] = add_group(to_safe_group_name((prefix + name).lower(), force=True, silent=True))
+            return safe
+
         for record, host_name in zip(records, names):
-            host = self.inventory.add_host(host_name)
+            host = add_host(host_name)
             for key, value in record.items():
-                self.inventory.set_variable(host, key, value)
-            if record.get("azure_vm_name"):
-                self._group("vms", host)  # a Flexible scale set's instance is a VM too
-            if record.get("azure_vmss_name"):
-                self._group("vmss_instances", host)
-            if record.get("azure_vmss_name"):
-                self._group("vmss_" + record["azure_vmss_name"], host)
-            if record["azure_failed_extensions"]:
-                self._group("ext_failed", host)
-            for name, ext in record["azure_extensions"].items():
-                self._group("ext_" + name, host)
-                self._group("ext_%s_%s" % (name, ext["state"]), host)
-                if ext["state"] == "transitioning":
-                    self._group("ext_transitioning", host)
-            if not record["azure_vm_agent"]["ready"]:
-                self._group("agent_not_ready", host)
-            self._group("power_" + record["azure_power_state"], host)
-            if record["azure_location"]:
-                self._group("location_" + record["azure_location"].replace(" ", ""), host)
-            variables = self.inventory.get_host(host).get_vars()
-            self._set_composite_vars(self.get_option("compose"), variables, host, strict=strict)
-            self._add_host_to_composed_groups(self.get_option("groups"), variables, host, strict=strict)
-            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host, strict=strict)
+                set_variable(host, key, value)
+            for name in plugin_groups(record):
+                add_child(group(name), host)
+            if compose or groups or keyed_groups:
+                variables = self.inventory.get_host(host).get_vars()
+                self._set_composite_vars(compose, variables, host, strict=strict)
+                self._add_host_to_composed_groups(groups, variables, host, strict=strict)
+                self._add_host_to_keyed_groups(keyed_groups, variables, host, strict=strict)
 
     def parse(self, inventory, loader, path, cache=True):
         super(InventoryModule, self).parse(inventory, loader, path, cache)
@@ -640,11 +692,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         records = None
         if use_cache:
             try:
-                records = self._cache[cache_key]
+                records = cached_records(self._cache[cache_key])
             except KeyError:
                 update_cache = True
         if records is None:
             records = self._fetch()
         if update_cache:
-            self._cache[cache_key] = records
+            # One JSON document, not the records themselves: the cache's own encoder would walk every value of
+            # thousands of records, and ansible-core copies what it stored (copy.deepcopy); a string costs neither.
+            self._cache[cache_key] = json.dumps(records, separators=(",", ":"))
         self._populate(records)

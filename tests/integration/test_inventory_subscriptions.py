@@ -202,3 +202,53 @@ def test_role_variable_subscription_wins_over_the_host_variable(inventory, emula
     assert second.returncode == 0 and f"subscription={B} vm=web-001" in second.stdout
     assert "outcome=planned" in second.stdout
     assert emulator.writes()[before:] == []
+
+
+def test_subscriptions_are_listed_at_once_each_within_its_own_budget(inventory, emulator, tmp_path):
+    """Issue 29: every subscription's lists run at once. A's first list request is throttled (ARM's 429 with
+    Retry-After 3 s): A's budget holds A's lists for those seconds, while B's, another budget, go on, so B is read
+    before A is done (read one subscription after the other, B's first request came after A's last). Each
+    subscription still costs exactly its own pages, and the inventory is the one read a page at a time."""
+    source = write_inventory(tmp_path / "inv", {"subscriptions": [A, B]})
+    emulator.settings(page_size=10)
+    whole = listed(inventory, source)  # one page per list
+    emulator.reset()
+    emulator.settings(page_size=1)  # A: 2 pages per list, B: 3
+    lists = f"^/subscriptions/{A}/providers/Microsoft.Compute/virtualMachines$"
+    emulator.faults([{"match": {"method": "GET", "path": lists},
+                      "respond": {"status": 429, "headers": {"Retry-After": "3"}, "body": {"error": {
+                          "code": "SubscriptionRequestsThrottled",
+                          "message": f"Number of 'read' requests for subscription '{A}' actor 'bench' exceeded. "
+                                     "Please try again after '3' seconds after additional tokens are available."}}},
+                      "times": 1}])
+    assert listed(inventory, source) == whole
+
+    def pages(subscription):
+        return sorted((r["query"].get("statusOnly", ""), r["query"].get("$skiptoken", ""), r["status"])
+                      for r in requests_in(emulator, subscription))
+
+    # A: its lists' pages (statusOnly and model, 2 VMs at 1 a page) plus the one refused and retried; B: its own.
+    a_pages = [(kind, token, 200) for kind in ("", "true") for token in ("", "1")]
+    assert [entry for entry in pages(A) if entry[2] == 200] == sorted(a_pages)
+    assert [entry for entry in pages(A) if entry[2] == 429] in ([("", "", 429)], [("true", "", 429)])
+    assert pages(B) == [(kind, token, 200) for kind in ("", "true") for token in ("", "1", "2")]
+    a_times = [r["time"] for r in requests_in(emulator, A)]
+    b_times = [r["time"] for r in requests_in(emulator, B)]
+    assert min(b_times) < max(a_times), "B was read only after A"
+    assert emulator.writes() == []
+
+
+def test_a_subscription_whose_list_is_refused_fails_the_inventory_naming_it(inventory, emulator, tmp_path):
+    """Read at once, a refusal in the second subscription still fails the source with ARM's code and message and
+    the subscription it came from (and the other subscription's hosts are not shown as if complete)."""
+    source = write_inventory(tmp_path / "inv", {"subscriptions": [A, B]})
+    message = f"The client does not have authorization to perform action over scope '/subscriptions/{B}'."
+    lists = f"^/subscriptions/{B}/providers/Microsoft.Compute/virtualMachines$"
+    emulator.faults([{"match": {"method": "GET", "path": lists},
+                      "respond": {"status": 403, "body": {"error": {"code": "AuthorizationFailed",
+                                                                    "message": message}}}}])
+    proc = inventory(source, "--list", expect_rc=None)
+    assert proc.returncode != 0
+    text = " ".join(proc.stderr.split())
+    assert f"of subscription {B} failed: AuthorizationFailed: {message} (HTTP 403" in text, text[-3000:]
+    assert emulator.writes() == []

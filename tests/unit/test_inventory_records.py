@@ -1,6 +1,7 @@
 """Unit tests of the azure_vms inventory plugin's record building, its definition of a failed extension, host
 naming, option checks and auth parameters."""
 import itertools
+import json
 
 import pytest
 
@@ -209,3 +210,23 @@ def test_validate_auth_options_errors_never_show_a_secret():
     with pytest.raises(ac.AzureAuthError) as failure:
         validate_auth_options({"secret": ["not", "a", "string", "s3cr3t-value"], "auth_source": "bogus"})
     assert "s3cr3t-value" not in failure.value.msg
+
+
+def test_cached_records_reads_the_json_document_and_an_earlier_versions_records():
+    records = [{"azure_id": VM_ID, "azure_tags": {"a": "1"}, "azure_extensions": {}, "azure_os_type": None}]
+    assert azure_vms.cached_records(json.dumps(records)) == records
+    assert azure_vms.cached_records(records) is records  # filled by an earlier version: the records themselves
+    with pytest.raises(KeyError):
+        azure_vms.cached_records("{not json")  # unreadable: read afresh, as for a missing entry
+
+
+def test_plugin_groups_in_the_order_the_plugin_adds_them():
+    record = {"azure_vm_name": "vm1", "azure_vmss_name": "flex", "azure_failed_extensions": ["a"],
+              "azure_extensions": {"a": {"state": "failed"}, "b": {"state": "transitioning"}},
+              "azure_vm_agent": {"ready": False}, "azure_power_state": "running", "azure_location": "west europe"}
+    assert azure_vms.plugin_groups(record) == [
+        "vms", "vmss_instances", "vmss_flex", "ext_failed", "ext_a", "ext_a_failed", "ext_b", "ext_b_transitioning",
+        "ext_transitioning", "agent_not_ready", "power_running", "location_westeurope"]
+    instance = {"azure_vmss_name": "uni", "azure_failed_extensions": [], "azure_extensions": {},
+                "azure_vm_agent": {"ready": True}, "azure_power_state": "stopped", "azure_location": None}
+    assert azure_vms.plugin_groups(instance) == ["vmss_instances", "vmss_uni", "power_stopped"]

@@ -34,8 +34,9 @@ class Ctx:
             headers["Location"] = f"{url}?p={self.sub.id}&monitor=true&api-version={self.api_version}"
         return headers
 
-    def page(self, items):
-        """ARM paging: page_size items and a nextLink carrying $skiptoken.
+    def page(self, items, build=None):
+        """ARM paging: page_size items and a nextLink carrying $skiptoken. build(item), when given, makes the body
+        of each item of the page only (a list of thousands of VMs would otherwise build every body for every page).
 
         As ARM's list operations do (the nextLink of tests/data/arm-examples/.../
         VirtualMachineScaleSetExtension_List_MaximumSet_Gen.json and VirtualMachineScaleSetVM_List_MaximumSet_Gen.json),
@@ -49,7 +50,8 @@ class Ctx:
             raise ArmError(400, "InvalidSkipToken", "The $skiptoken is not valid.") from None
         if start < 0 or start > len(items):
             raise ArmError(400, "InvalidSkipToken", "The $skiptoken is not valid.")
-        body = {"value": items[start:start + size]}
+        chosen = items[start:start + size]
+        body = {"value": chosen if build is None else [build(item) for item in chosen]}
         if start + size < len(items):
             query = "&".join(f"{quote(k, safe='$-')}={quote(v, safe='')}"
                              for k, v in self.query.items() if k != "$skiptoken")

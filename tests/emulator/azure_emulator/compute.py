@@ -213,8 +213,9 @@ def _vm_page(ctx, vms, filtered=False):
     for vm in vms:
         settle(vm, ctx.now)
     if ctx.query.get("statusOnly", "").lower() == "true":
-        return 200, ctx.page([status_only_body(ctx, vm) for vm in vms])
-    return 200, ctx.page([vm_body(ctx, vm, filtered and ctx.expand_instance_view()) for vm in vms])
+        return 200, ctx.page(vms, lambda vm: status_only_body(ctx, vm))
+    expand = filtered and ctx.expand_instance_view()
+    return 200, ctx.page(vms, lambda vm: vm_body(ctx, vm, expand))
 
 
 # VMs - List and List All: "$filter ... Allowed value is 'virtualMachineScaleSet/id' eq /subscriptions/{subId}/
