@@ -18,6 +18,8 @@ description:
   - It is the per-host report task of the C(azure_vm.extensions.extensions) role. It runs on the controller only
     (an action plugin; the host is never contacted) and reads the fleet result from the task's variables by name
     (O(fleet_var)), without templating it, so a report costs the same whatever the number of hosts in the result.
+  - A host that is not among the fleet task's targets is skipped, saying so (in the C(extensions) role, localhost
+    when a play on it converged a group from one task).
   - The report says what happened to the host's VM. The state of its extensions after the run stays in the fleet
     result, C(<fleet_var>.hosts[<host>].extensions).
   - Nothing is sent to Azure.

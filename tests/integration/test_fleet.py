@@ -203,6 +203,7 @@ def test_one_task_mode_has_no_task_per_host_then_no_change_then_names_a_failed_v
     assert list(first.stats) == ["localhost"] and first.stats["localhost"]["changed"] == 1
     tasks = [task for play in first.results["plays"] for task in play["tasks"]]
     assert all(list(task["hosts"]) == ["localhost"] for task in tasks), [t["task"]["name"] for t in tasks]
+    assert first.task(REPORT_TASK, "localhost")["skipped"] is True  # localhost is not one of the fleet's targets
     result = first.task(FLEET_TASK, "localhost")
     assert sorted(result["hosts"]) == HOSTS and all(h["changed"] for h in result["hosts"].values())
     assert len([e for e in writes(first.log) if e["method"] == "PUT"]) == len(HOSTS) * len(EXTENSIONS)
@@ -306,8 +307,8 @@ def test_unchanged_declaration_with_a_transitioning_handler_is_waited_for(fleet,
 
 
 def test_report_names_what_is_wrong_with_its_input(fleet, tmp_path):
-    # The report reads the registered fleet result by name: a wrong name, or a host the result does not list, is an
-    # error that says so (not an empty or ok report).
+    # The report reads the registered fleet result by name: a wrong name is an error that says so; a host that is
+    # not among the fleet's targets is skipped, saying so (localhost in the one-task form).
     playbook = tmp_path / "report.yml"
     playbook.write_text(yaml.safe_dump([{"name": "Report", "hosts": "fleet", "gather_facts": False, "tasks": [
         {"name": "A result that lists fleet-001 only", "ansible.builtin.set_fact": {
@@ -322,6 +323,8 @@ def test_report_names_what_is_wrong_with_its_input(fleet, tmp_path):
     ok = run.task(REPORT_TASK, "fleet-001")
     assert ok["changed"] is True and ok["msg"] == "changed: monitor installed" and "extensions" not in ok
     missing = run.task(REPORT_TASK, "fleet-002")
-    assert missing["failed"] and "'fleet-002' is not in the fleet result" in missing["msg"], missing
-    assert run.stats["fleet-002"]["failures"] == 1 and run.stats["fleet-001"]["changed"] == 1
+    assert missing["skipped"] and "fleet-002 is not among the fleet task's targets (1 hosts: fleet-001)" in \
+        missing["msg"], missing
+    assert run.stats["fleet-002"]["skipped"] == 1 and run.stats["fleet-002"]["failures"] == 0
+    assert run.stats["fleet-001"]["changed"] == 1
     assert arm(run.log) == []
