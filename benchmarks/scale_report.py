@@ -68,11 +68,15 @@ def svg_plot(report, path):
 
 def row(name, run):
     if not run:
-        return "| %s | not run | | | | | |" % name
-    return "| %s | %.0f | %.0f x %g + %.0f | %d | %.2f%% | %s | %d |" % (
+        return "| %s | not run | | | | | | |" % name
+    cpu = "%.1f s" % run["client_cpu_s"] if run.get("client_cpu_s") is not None else "-"
+    if run.get("client_cpu_ms_per_extension") is not None:
+        cpu += " = %.1f ms / ext (module %.1f)" % (run["client_cpu_ms_per_extension"],
+                                                   run.get("module_cpu_ms_per_extension") or 0)
+    return "| %s | %.0f | %.0f x %g + %.0f | %d | %.2f%% | %s | %d | %s |" % (
         name, run["run_time_s"], run["azure_phase_real_s"], run["time_scale"], run["ansible_outside_phase_s"],
         run["arm_requests"], 100 * run["throttled_share"], run["reads_per_completed_extension"],
-        run["hosts_failed"])
+        run["hosts_failed"], cpu)
 
 
 def render(report, path):
@@ -90,15 +94,17 @@ def render(report, path):
                  p["machine"]["cpus"], ", ".join("%.1f" % v for v in p["machine"]["load_at_start"]),
                  report["floor_s"]), "",
              "| run | run time (s) | phase real x scale + outside | ARM requests | 429 share | reads / completed "
-             "extension | failed hosts |", "|---|---|---|---|---|---|---|"]
+             "extension | failed hosts | client CPU (ansible-playbook and modules) |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, name in (("converge", "ours, one task, converge"), ("no_change", "ours, one task, no-change"),
                       ("role_converge", "ours, role over the inventory (forks %s), converge" % p.get("role_forks")),
                       ("role_no_change", "ours, role over the inventory, no-change"),
-                      ("converge_half_scale", "ours, converge at half the time scale"),
+                      ("converge_half_scale", "ours, one task, converge at half the time scale"),
                       ("part_ours", "ours, %s-VM part" % report.get("part", {}).get("vms", "")),
                       ("part_incumbent", "azure.azcollection, same part, forks %d, async fan-out" % p["forks"])):
-        if (key.startswith("part_") and "part" not in report) or (key.startswith("role_") and key not in runs):
-            continue      # --part-vms 0, --skip-role: not run at all
+        if (key.startswith("part_") and "part" not in report) or (key.startswith("role_") and key not in runs) \
+                or (key == "converge_half_scale" and key not in runs):
+            continue      # --part-vms 0, --skip-role, --skip-half-scale: not run at all
         lines.append(row(name, runs.get(key)))
     lines += ["", "Results: `%s`" % json.dumps(res, sort_keys=True), "", "![scale benchmark](benchmarks-scale.svg)",
               "", END]
