@@ -68,7 +68,7 @@ def test_a_429_on_a_vm_read_holds_the_compute_bucket_it_names(connection, emulat
     vm = read_vm(connection, RG, VM)
     assert vm["name"] == VM
     reads = [e for e in emulator.arm_requests() if e["method"] == "GET" and e["path"].endswith("/" + VM)]
-    assert [e["status"] for e in reads] == [429, 200]
+    assert [e["status"] for e in reads] == [429, 200], [(e["status"], e.get("time"), e.get("connection"), e.get("query")) for e in reads]
     held = dict((key, bucket.throttled) for key, bucket in connection.scheduler.buckets.items())
     vm_bucket = [key for key in held if key[0] == "compute" and key[2] == "LowCostGet" and len(key) == 5]
     assert len(vm_bucket) == 1 and vm_bucket[0][-1] == VM.lower()
