@@ -318,35 +318,28 @@ def main(argv=None):
 def summarize(report):
     runs, floor, n = report["runs"], report["floor_s"], report["parameters"]["vms"]
     result = {}
-    converge = runs.get("converge")
-    if converge:
-        result["converge_s"] = converge["run_time_s"]
-        result["ratio_to_floor"] = round(converge["run_time_s"] / floor, 3)
-        result["ratio_within_1.15"] = result["ratio_to_floor"] <= 1.15
-        result["throttled_share"] = converge["throttled_share"]
-        result["throttled_within_1pct"] = converge["throttled_share"] <= 0.01
-        result["reads_per_completed_extension"] = converge["reads_per_completed_extension"]
-        result["hosts_failed"] = converge["hosts_failed"]
-    unchanged = runs.get("no_change")
-    if unchanged:
-        result["no_change_reads"] = unchanged["reads"]
-        result["no_change_reads_within_n_plus_10"] = unchanged["reads"] <= n + 10
-        result["no_change_run_time_s"] = unchanged["run_time_s"]
-        result["no_change_writes"] = unchanged["extension_puts"]
-    role, role_unchanged = runs.get("role_converge"), runs.get("role_no_change")
+    # The one-task path's keys bare, the role path's with "role_" (the same targets for both).
+    for prefix, converge, unchanged in (("", runs.get("converge"), runs.get("no_change")),
+                                        ("role_", runs.get("role_converge"), runs.get("role_no_change"))):
+        if converge:
+            result[prefix + "converge_s"] = converge["run_time_s"]
+            result[prefix + "ratio_to_floor"] = round(converge["run_time_s"] / floor, 3)
+            result[prefix + "ratio_within_1.15"] = result[prefix + "ratio_to_floor"] <= 1.15
+            result[prefix + "throttled_share"] = converge["throttled_share"]
+            result[prefix + "throttled_within_1pct"] = converge["throttled_share"] <= 0.01
+            result[prefix + "reads_per_completed_extension"] = converge["reads_per_completed_extension"]
+            result[prefix + "hosts_failed"] = converge["hosts_failed"]
+        if unchanged:
+            result[prefix + "no_change_reads"] = unchanged["reads"]
+            result[prefix + "no_change_reads_within_n_plus_10"] = unchanged["reads"] <= n + 10
+            result[prefix + "no_change_run_time_s"] = unchanged["run_time_s"]
+            result[prefix + "no_change_writes"] = unchanged["extension_puts"]
+    role = runs.get("role_converge")
     if role:
-        result["role_converge_s"] = role["run_time_s"]
-        result["role_ratio_to_floor"] = round(role["run_time_s"] / floor, 3)
-        result["role_ratio_within_1.15"] = result["role_ratio_to_floor"] <= 1.15
+        # The role's own target: ansible-playbook's time outside the Azure phase for a task per host.
         result["role_ansible_outside_phase_s"] = role["ansible_outside_phase_s"]
         result["role_outside_within_60s"] = role["ansible_outside_phase_s"] <= 60
-        result["role_throttled_share"] = role["throttled_share"]
-        result["role_hosts_failed"] = role["hosts_failed"]
         result["role_hosts_changed"] = role["hosts_changed"]
-    if role_unchanged:
-        result["role_no_change_reads"] = role_unchanged["reads"]
-        result["role_no_change_writes"] = role_unchanged["extension_puts"]
-        result["role_no_change_run_time_s"] = role_unchanged["run_time_s"]
     half = runs.get("converge_half_scale")
     if half and converge:
         result["ratio_to_floor_half_scale"] = round(half["run_time_s"] / floor, 3)

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "emulator"))
 from emulator_control import Emulator  # noqa: E402
-from harness import base_ansible_env  # noqa: E402
+from harness import base_ansible_env, plain  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_SEED = ROOT / "tests" / "emulator" / "default-seed.yml"
@@ -111,17 +111,6 @@ def write_source(folder, cache_dir, subscriptions, **options):
     config.update(options)
     (folder / "bench.azure_vms.yml").write_text(yaml.safe_dump(config))
     return str(folder)
-
-
-def plain(value):
-    """ansible-inventory --list wraps an inventory plugin's strings as {"__ansible_unsafe": ...}: their values."""
-    if isinstance(value, dict):
-        if list(value) == ["__ansible_unsafe"]:
-            return value["__ansible_unsafe"]
-        return dict((key, plain(item)) for key, item in value.items())
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
 
 
 def static_inventory(listed):

@@ -12,7 +12,7 @@ import yaml
 from azure.core.exceptions import HttpResponseError
 
 from emulator_clients import RG, compute
-from harness import REPO_ROOT, VENV_BIN, playbook
+from harness import REPO_ROOT, VENV_BIN, plain, playbook
 
 SEED_VMS = ["vm-agent-down", "vm-failed-ext", "vm-web-01", "vm-web-02", "vm-win-01"]
 SCALE_SETS = {"vmss-manual": 5, "vmss-auto": 3, "vmss-rolling": 3}  # default-seed.yml: name -> capacity
@@ -59,18 +59,6 @@ def inventory(ansible_env, emulator, tmp_path):
         return proc
 
     return run
-
-
-def plain(value):
-    """ansible-inventory --list marks strings that came from an inventory plugin {"__ansible_unsafe": ...} (never
-    templated, since they are Azure's data); compare their values."""
-    if isinstance(value, dict):
-        if list(value) == ["__ansible_unsafe"]:
-            return value["__ansible_unsafe"]
-        return dict((key, plain(item)) for key, item in value.items())
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
 
 
 def listed(inventory, source, *args, **kwargs):

@@ -72,6 +72,15 @@ def failed(proc, why):
     return 1
 
 
+def venv_env(emu, venv, python):
+    """The environment of ansible-playbook from --venv against the emulator emu: its Python runs the modules."""
+    env = base_ansible_env()
+    env.update(emu.env)
+    env.update({"ANSIBLE_PYTHON_INTERPRETER": str(python), "ANSIBLE_STDOUT_CALLBACK": "json_results",
+                "AZURE_POLLING_INTERVAL": "0.2", "PATH": "%s%s%s" % (venv / "bin", os.pathsep, env["PATH"])})
+    return env
+
+
 def versions(python):
     code = ("import importlib.metadata as m\n"
             "for p in ('ansible-core','azure-core','azure-identity','azure-mgmt-core','azure-mgmt-compute',"
@@ -108,10 +117,7 @@ def main(argv=None):
         emu = Emulator.start(os.path.join(work, "emulator"), public_cloud=bool(args.azcollection), timeout=120)
         proxy = None
         try:
-            env = base_ansible_env()
-            env.update(emu.env)
-            env.update({"ANSIBLE_PYTHON_INTERPRETER": str(python), "ANSIBLE_STDOUT_CALLBACK": "json_results",
-                        "AZURE_POLLING_INTERVAL": "0.2", "PATH": "%s%s%s" % (venv / "bin", os.pathsep, env["PATH"])})
+            env = venv_env(emu, venv, python)
             playbook = [str(venv / "bin" / "ansible-playbook"), str(SMOKE), "-i", "localhost,"]
             proc, results = run(playbook, env, "smoke playbook, first run")
             if proc.returncode != 0:
@@ -160,10 +166,7 @@ def smoke_fleet_role(venv, python, work):
     emu = Emulator.start(os.path.join(work, "fleet-emulator"), seed=str(FLEET_SEED), timeout=120)
     try:
         emu.settings(handler_duration_s=0.5, delete_duration_s=0.3)
-        env = base_ansible_env()
-        env.update(emu.env)
-        env.update({"ANSIBLE_PYTHON_INTERPRETER": str(python), "ANSIBLE_STDOUT_CALLBACK": "json_results",
-                    "AZURE_POLLING_INTERVAL": "0.2", "PATH": "%s%s%s" % (venv / "bin", os.pathsep, env["PATH"])})
+        env = venv_env(emu, venv, python)
         playbook = [str(venv / "bin" / "ansible-playbook"), str(ROOT / "playbooks" / "fleet.yml"),
                     "-i", str(ROOT / "playbooks" / "inventory" / "fleet")]
         proc, results = run(playbook, env, "extensions role over the fleet, first run")
